@@ -1,0 +1,252 @@
+package delivery
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/branchmp/branchmp/internal/logfield"
+	"github.com/branchmp/branchmp/internal/mapping"
+	"github.com/branchmp/branchmp/internal/mpclient"
+)
+
+// maxProfilesPerRequest is Mixpanel's limit on updates in one /engage
+// request.
+const maxProfilesPerRequest = 2000
+
+// authLogInterval bounds how often a rejected token or secret is logged
+// while the senders keep retrying.
+const authLogInterval = time.Minute
+
+// send delivers batches until the batcher closes the channel.
+func (p *Pool) send() {
+	for jobs := range p.batches {
+		if p.ctx.Err() != nil {
+			p.abandon(jobs)
+			continue
+		}
+		imported := p.importJobs(jobs)
+		p.sendProfiles(imported)
+	}
+}
+
+// importJobs sends jobs to /import until each is imported or dead-lettered,
+// and returns the imported ones.
+func (p *Pool) importJobs(jobs []*Job) []*Job {
+	first := time.Now()
+	for attempt := 1; ; attempt++ {
+		if !p.waitGate() {
+			p.abandon(jobs)
+			return nil
+		}
+		res := p.cfg.Client.Import(p.ctx, events(jobs))
+
+		switch res.Outcome {
+		case mpclient.OK:
+			p.delivered.Add(int64(len(jobs)))
+			return jobs
+
+		case mpclient.Partial:
+			return p.splitFailed(jobs, res, attempt, first)
+
+		case mpclient.Rejected:
+			p.deadLetter(jobs, failure("import", "rejected by Mixpanel", res, attempt, first))
+			return nil
+
+		case mpclient.TooLarge:
+			if len(jobs) == 1 {
+				p.deadLetter(jobs, failure("import", "event too large for Mixpanel", res, attempt, first))
+				return nil
+			}
+			half := len(jobs) / 2
+			p.log.Warn("batch too large, splitting", zap.Int(logfield.BatchSize, len(jobs)))
+			left := p.importJobs(jobs[:half])
+			return append(left, p.importJobs(jobs[half:])...)
+		}
+
+		if p.ctx.Err() != nil {
+			p.abandon(jobs)
+			return nil
+		}
+		delay, ok := p.retryDelay("import", len(jobs), res, attempt, first)
+		if !ok {
+			p.deadLetter(jobs, failure("import", "retry budget spent", res, attempt, first))
+			return nil
+		}
+		if !p.sleep(delay) {
+			p.abandon(jobs)
+			return nil
+		}
+	}
+}
+
+// splitFailed dead-letters the records a strict-mode 400 names and returns
+// the others, which Mixpanel imported and which must not be sent again.
+func (p *Pool) splitFailed(jobs []*Job, res mpclient.Result, attempt int, first time.Time) []*Job {
+	failed := make(map[int]mpclient.FailedRecord, len(res.Failed))
+	for _, f := range res.Failed {
+		if f.Index >= 0 && f.Index < len(jobs) {
+			failed[f.Index] = f
+		}
+	}
+	imported := make([]*Job, 0, len(jobs)-len(failed))
+	for i, j := range jobs {
+		f, ok := failed[i]
+		if !ok {
+			imported = append(imported, j)
+			continue
+		}
+		reason := "invalid field " + f.Field + ": " + f.Message
+		p.deadLetter([]*Job{j}, failure("import", reason, res, attempt, first))
+	}
+	p.delivered.Add(int64(len(imported)))
+	return imported
+}
+
+// retryDelay logs a failed attempt and returns the wait before the next
+// one. ok is false when the retry budget is spent. A rejected token or
+// secret is retried without limit, because every event is kept until an
+// operator fixes the configuration.
+func (p *Pool) retryDelay(stage string, n int, res mpclient.Result, attempt int, first time.Time) (time.Duration, bool) {
+	delay := backoff(attempt, p.cfg.RetryBase, p.cfg.RetryMax)
+	if res.RetryAfter > delay {
+		delay = res.RetryAfter
+	}
+	fields := []zap.Field{
+		zap.String(logfield.Stage, stage),
+		zap.Int(logfield.BatchSize, n),
+		zap.String(logfield.Outcome, res.Outcome.String()),
+		zap.Int(logfield.Status, res.Status),
+		zap.Int(logfield.Attempt, attempt),
+		zap.Duration(logfield.Delay, delay),
+		zap.Error(res.Err),
+	}
+
+	if res.Outcome == mpclient.Unauthorized {
+		if p.shouldLogAuth() {
+			p.log.Error("mixpanel rejected the credentials; events are kept and retried", fields...)
+		}
+		p.retries.Add(1)
+		return delay, true
+	}
+
+	if attempt >= p.cfg.MaxAttempts || time.Since(first)+delay > p.cfg.MaxAge {
+		return 0, false
+	}
+	if res.Status == 429 {
+		p.gate.delay(time.Now(), delay)
+	}
+	p.log.Warn("mixpanel request failed, retrying", fields...)
+	p.retries.Add(1)
+	return delay, true
+}
+
+func (p *Pool) shouldLogAuth() bool {
+	p.authLogMu.Lock()
+	defer p.authLogMu.Unlock()
+	now := time.Now()
+	if now.Sub(p.authLoggedAt) < authLogInterval {
+		return false
+	}
+	p.authLoggedAt = now
+	return true
+}
+
+// waitGate waits while a rate limit holds every sender back. It reports
+// whether the pool is still running.
+func (p *Pool) waitGate() bool {
+	for {
+		d := p.gate.wait(time.Now())
+		if d <= 0 {
+			return p.ctx.Err() == nil
+		}
+		if !p.sleep(d) {
+			return false
+		}
+	}
+}
+
+// sendProfiles sends the $set_once and $set updates of imported jobs.
+// Profile updates that fail for good are dead-lettered; their events stay
+// imported.
+func (p *Pool) sendProfiles(jobs []*Job) {
+	var onceJobs, setJobs []*Job
+	var once, set []mpclient.Profile
+	for _, j := range jobs {
+		rec := j.record
+		if rec.SetOnce != nil {
+			onceJobs = append(onceJobs, j)
+			once = append(once, mpclient.Profile{DistinctID: rec.DistinctID, Properties: rec.SetOnce, IP: rec.IP})
+		}
+		if rec.Set != nil {
+			setJobs = append(setJobs, j)
+			set = append(set, mpclient.Profile{DistinctID: rec.DistinctID, Properties: rec.Set, IP: rec.IP})
+		}
+	}
+	p.engage("set_once", onceJobs, once, p.cfg.Client.PeopleSetOnce)
+	p.engage("set", setJobs, set, p.cfg.Client.PeopleSet)
+}
+
+type engageFunc func(context.Context, []mpclient.Profile) mpclient.Result
+
+func (p *Pool) engage(op string, jobs []*Job, profiles []mpclient.Profile, call engageFunc) {
+	for start := 0; start < len(profiles); start += maxProfilesPerRequest {
+		end := min(start+maxProfilesPerRequest, len(profiles))
+		p.engageChunk(op, jobs[start:end], profiles[start:end], call)
+	}
+}
+
+func (p *Pool) engageChunk(op string, jobs []*Job, profiles []mpclient.Profile, call engageFunc) {
+	stage := "engage " + op
+	first := time.Now()
+	for attempt := 1; ; attempt++ {
+		if !p.waitGate() {
+			p.deadLetter(jobs, DeadLetter{Stage: stage, Reason: "shutdown", Attempts: attempt - 1, First: first})
+			return
+		}
+		res := call(p.ctx, profiles)
+		switch res.Outcome {
+		case mpclient.OK:
+			return
+		case mpclient.Rejected, mpclient.Partial, mpclient.TooLarge:
+			p.deadLetter(jobs, failure(stage, "rejected by Mixpanel", res, attempt, first))
+			return
+		}
+		if p.ctx.Err() != nil {
+			p.deadLetter(jobs, failure(stage, "shutdown", res, attempt, first))
+			return
+		}
+		delay, ok := p.retryDelay(stage, len(jobs), res, attempt, first)
+		if !ok {
+			p.deadLetter(jobs, failure(stage, "retry budget spent", res, attempt, first))
+			return
+		}
+		if !p.sleep(delay) {
+			p.deadLetter(jobs, failure(stage, "shutdown", res, attempt, first))
+			return
+		}
+	}
+}
+
+func events(jobs []*Job) []mapping.Event {
+	out := make([]mapping.Event, len(jobs))
+	for i, j := range jobs {
+		out[i] = j.record.Event
+	}
+	return out
+}
+
+func failure(stage, reason string, res mpclient.Result, attempts int, first time.Time) DeadLetter {
+	if res.Err != nil {
+		reason += ": " + res.Err.Error()
+	}
+	return DeadLetter{
+		Stage:    stage,
+		Reason:   reason,
+		Status:   res.Status,
+		Body:     res.Body,
+		Attempts: attempts,
+		First:    first,
+	}
+}

@@ -1,0 +1,25 @@
+// Package logfield names the zap fields that every branchmp package logs,
+// so the same fact has the same key in every line.
+//
+// Values that are personal data (IP addresses, device ids, user ids) and
+// secrets never go into a log field.
+package logfield
+
+// Field keys.
+const (
+	EventID    = "event_id"   // Branch's event id, or the $insert_id when there is none
+	EventName  = "event_name" // Branch's event name as sent
+	Generation = "generation" // webhook generation: legacy, ontology or query
+	BatchSize  = "batch_size" // records in one Mixpanel request
+	Stage      = "stage"      // resolve, import, engage or shutdown
+	Outcome    = "outcome"    // classified Mixpanel answer
+	Status     = "status"     // HTTP status code
+	Attempt    = "attempt"    // 1-based attempt number
+	Delay      = "delay"      // wait before the next attempt
+	Reason     = "reason"     // why a request or event was rejected or dropped
+	Count      = "count"      // number of events concerned
+	Method     = "method"     // HTTP method of a webhook request
+	Path       = "path"       // URL path of a webhook request
+	Workers    = "workers"    // worker goroutines
+	Queue      = "queue"      // queue capacity
+)

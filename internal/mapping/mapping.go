@@ -1,0 +1,180 @@
+// Package mapping turns a decoded Branch event and the user's identity into
+// a Mixpanel event and profile updates.
+//
+// The mapping is deterministic: the same event and identity always produce
+// the same JSON, so a retried batch is byte-identical and Mixpanel can
+// deduplicate it by (distinct_id, time, $insert_id).
+package mapping
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+
+	"github.com/branchmp/branchmp/identity"
+	"github.com/branchmp/branchmp/internal/branch"
+)
+
+// MaxProperties is the most properties Mixpanel keeps on one event.
+const MaxProperties = 255
+
+// Event is a Mixpanel event as /import takes it.
+type Event struct {
+	Name       string         `json:"event"`
+	Properties map[string]any `json:"properties"`
+}
+
+// Record is everything the bridge sends to Mixpanel for one Branch event.
+type Record struct {
+	Event Event
+
+	// DistinctID is the event's distinct_id: the user id for a known user,
+	// "$device:<device id>" for an anonymous device, or "" when the event
+	// has neither.
+	DistinctID string
+
+	// SetOnce and Set are the profile properties for Mixpanel's $set_once
+	// and $set. Both are nil for an anonymous event, because profiles are
+	// only updated for identified users.
+	SetOnce map[string]any
+	Set     map[string]any
+
+	// IP is the user's IP address for profile geolocation, or "" when
+	// unknown. The sender passes "0" for "" so Mixpanel never geolocates
+	// the server's own address.
+	IP string
+
+	// TimeMissing reports that the webhook had no timestamp, so the event
+	// carries the time of receipt and the property branch_time_missing.
+	TimeMissing bool
+
+	// DroppedProperties counts properties left out to stay within
+	// MaxProperties.
+	DroppedProperties int
+}
+
+// Options control the mapping. The zero value uses DefaultEventName and
+// the current time for events without a timestamp.
+type Options struct {
+	EventName EventNamer
+
+	// ReceivedAt is when the webhook arrived. It is the event time of a
+	// webhook without a timestamp.
+	ReceivedAt time.Time
+}
+
+// Identifiers returns the identifiers of ev for an identity.Resolver, with
+// placeholder values removed.
+func Identifiers(ev *branch.Event) identity.Identifiers {
+	u := &ev.User
+	return identity.Identifiers{
+		DeveloperIdentity: cleanID(u.DeveloperIdentity),
+		IDFV:              cleanID(u.IDFV),
+		IDFA:              cleanID(u.IDFA),
+		AAID:              cleanID(u.AAID),
+		AndroidID:         cleanID(u.AndroidID),
+		BrowserID:         cleanID(u.BrowserID),
+		BranchID:          cleanID(u.BranchID),
+		BranchDeviceID:    cleanID(u.BranchDeviceID),
+		OS:                u.OS,
+	}
+}
+
+// DeviceID returns the id that Mixpanel should know the device by: the
+// IDFV, else a non-zero advertising id, else the Android id, else the
+// browser id. It returns "" when the event has none of them.
+func DeviceID(ids identity.Identifiers) string {
+	for _, id := range []string{ids.IDFV, ids.IDFA, ids.AAID, ids.AndroidID, ids.BrowserID} {
+		if id != "" {
+			return id
+		}
+	}
+	return ""
+}
+
+// Map builds the Mixpanel record for ev as seen by the user in who.
+func Map(ev *branch.Event, who identity.Identity, opts Options) Record {
+	namer := opts.EventName
+	if namer == nil {
+		namer = DefaultEventName
+	}
+	ids := Identifiers(ev)
+	userID := cleanID(who.UserID)
+	deviceID := DeviceID(ids)
+
+	rec := Record{IP: ev.User.IP}
+	p := newProperties()
+
+	millis := ev.Timestamp
+	if millis <= 0 {
+		millis = receivedMillis(opts.ReceivedAt)
+		rec.TimeMissing = true
+	}
+	p.set("time", millis)
+
+	switch {
+	case userID != "":
+		rec.DistinctID = userID
+		p.set("$user_id", userID)
+	case deviceID != "":
+		rec.DistinctID = "$device:" + deviceID
+	}
+	p.set("distinct_id", rec.DistinctID)
+	p.setString("$device_id", deviceID)
+	p.set("$insert_id", InsertID(ev))
+	p.setString("ip", ev.User.IP)
+	if rec.TimeMissing {
+		p.set("branch_time_missing", true)
+	}
+
+	addBranchProperties(p, ev)
+
+	rec.Event = Event{Name: namer(ev.Name, IsStandardEvent(ev.Name)), Properties: p.values}
+	rec.DroppedProperties = p.dropped
+	if userID != "" {
+		rec.SetOnce, rec.Set = profileUpdates(ev, who, millis)
+	}
+	return rec
+}
+
+func receivedMillis(t time.Time) int64 {
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return t.UnixMilli()
+}
+
+// insertIDPrefix marks $insert_ids derived from a Branch event id.
+const insertIDPrefix = "br-"
+
+// InsertID returns the event's $insert_id: "br-" plus Branch's event id when
+// the id fits Mixpanel's format (at most 36 letters, digits and dashes), and
+// otherwise the first 32 hex digits of a SHA-256 over the whole decoded
+// event. The hash covers every field, so a redelivery of the same webhook
+// gets the same id whatever the order of its keys or query parameters.
+func InsertID(ev *branch.Event) string {
+	if id := ev.ID; id != "" && len(insertIDPrefix)+len(id) <= 36 && isInsertIDSafe(id) {
+		return insertIDPrefix + id
+	}
+	// encoding/json sorts map keys, so the encoding is canonical.
+	data, err := json.Marshal(ev)
+	if err != nil {
+		// Decoded events contain only JSON values, so this cannot happen;
+		// hash the fields that identify the event instead of failing.
+		data = []byte(ev.Name + "\x00" + ev.ID + "\x00" + ev.User.DeveloperIdentity)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:16])
+}
+
+func isInsertIDSafe(id string) bool {
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		ok := c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,277 @@
+package mapping
+
+import (
+	"encoding/json"
+	"math/big"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/branchmp/branchmp/identity"
+	"github.com/branchmp/branchmp/internal/branch"
+)
+
+// properties is an event's property map that keeps the first value set for
+// each key and stops at MaxProperties. The bridge's own properties are set
+// first, so webhook data can neither replace nor crowd them out.
+type properties struct {
+	values  map[string]any
+	dropped int
+}
+
+func newProperties() *properties {
+	return &properties{values: make(map[string]any, 48)}
+}
+
+func (p *properties) set(key string, value any) {
+	if value == nil {
+		return
+	}
+	if _, exists := p.values[key]; exists {
+		return
+	}
+	if len(p.values) >= MaxProperties {
+		p.dropped++
+		return
+	}
+	p.values[key] = value
+}
+
+func (p *properties) setString(key, value string) {
+	if value != "" {
+		p.set(key, value)
+	}
+}
+
+// setUntrusted adds webhook data: keys that Mixpanel treats specially are
+// renamed, nulls are dropped and nested objects are flattened into
+// "parent.child" keys.
+func (p *properties) setUntrusted(key string, value any, depth int) {
+	key = safeKey(key)
+	if object, ok := value.(map[string]any); ok && depth < maxNesting {
+		for _, k := range sortedKeys(object) {
+			p.setUntrusted(key+"."+k, object[k], depth+1)
+		}
+		return
+	}
+	p.set(key, sanitize(value, depth))
+}
+
+func (p *properties) setAllUntrusted(prefix string, m map[string]any) {
+	for _, k := range sortedKeys(m) {
+		p.setUntrusted(prefix+k, m[k], 0)
+	}
+}
+
+// reservedKeys are property names that Mixpanel reads as instructions
+// (dedup, identity, time, auth, geolocation, dropping the event). Webhook
+// data must not set them, so such keys get the prefix "branch_".
+var reservedKeys = map[string]bool{
+	"token": true, "$token": true, "distinct_id": true, "$distinct_id": true,
+	"time": true, "$time": true, "$insert_id": true, "$user_id": true,
+	"$device_id": true, "$ignore": true, "$ignore_time": true, "bucket": true,
+	"$bucket": true, "ip": true, "$ip": true, "mp_lib": true,
+	"$lib_version": true, "$import": true, "mp_processing_time_ms": true,
+}
+
+func safeKey(key string) string {
+	if reservedKeys[key] {
+		return "branch_" + strings.TrimPrefix(key, "$")
+	}
+	return key
+}
+
+// maxNesting bounds how deep objects are flattened and lists followed;
+// deeper values become JSON strings.
+const maxNesting = 4
+
+// maxExactInt is 2^53, the largest integer below which every integer has
+// an exact float64, the number type Mixpanel stores.
+var maxExactInt = big.NewInt(1 << 53)
+
+// sanitize makes a decoded JSON value safe for Mixpanel: integers beyond
+// 2^53 become strings so no digit is lost, objects inside lists are
+// flattened, nulls inside lists are dropped.
+func sanitize(value any, depth int) any {
+	switch v := value.(type) {
+	case json.Number:
+		return sanitizeNumber(v)
+	case []any:
+		if depth >= maxNesting {
+			return jsonString(v)
+		}
+		out := make([]any, 0, len(v))
+		for _, item := range v {
+			if item == nil {
+				continue
+			}
+			out = append(out, sanitize(item, depth+1))
+		}
+		return out
+	case map[string]any:
+		if depth >= maxNesting {
+			return jsonString(v)
+		}
+		flat := make(map[string]any, len(v))
+		flatten(flat, "", v, depth)
+		return flat
+	}
+	return value
+}
+
+func flatten(dst map[string]any, prefix string, m map[string]any, depth int) {
+	for k, v := range m {
+		if v == nil {
+			continue
+		}
+		if child, ok := v.(map[string]any); ok && depth < maxNesting {
+			flatten(dst, prefix+k+".", child, depth+1)
+			continue
+		}
+		dst[prefix+k] = sanitize(v, depth+1)
+	}
+}
+
+func sanitizeNumber(n json.Number) any {
+	s := n.String()
+	if strings.ContainsAny(s, ".eE") {
+		return n
+	}
+	i, ok := new(big.Int).SetString(s, 10)
+	if !ok {
+		return s
+	}
+	if i.CmpAbs(maxExactInt) > 0 {
+		return s
+	}
+	return n
+}
+
+func jsonString(v any) string {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	return string(data)
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// addBranchProperties adds the device, attribution and event data of ev.
+func addBranchProperties(p *properties, ev *branch.Event) {
+	u := &ev.User
+	p.set("branch_event", ev.Name)
+	p.setString("branch_event_id", ev.ID)
+	p.setString("$os", normalizeOS(u.OS))
+	p.setString("$os_version", u.OSVersion)
+	p.setString("$app_version_string", u.AppVersion)
+	p.setString("$model", u.Model)
+	p.setString("$brand", u.Brand)
+	p.setString("branch_platform", u.Platform)
+	p.setString("branch_environment", u.Environment)
+	p.setString("branch_sdk_version", u.SDKVersion)
+	p.setString("branch_country", u.Country)
+	p.setString("branch_language", u.Language)
+
+	touch := ev.Touch
+	p.setString("utm_campaign", linkString(touch, "~campaign"))
+	p.setString("utm_source", linkString(touch, "~channel"))
+	p.setString("utm_medium", linkString(touch, "~feature"))
+	p.setAllUntrusted("", touch)
+	p.setAllUntrusted("", ev.EventData)
+	if items := contentItems(ev.ContentItems); len(items) > 0 {
+		p.set("content_items", items)
+	}
+	p.setAllUntrusted("", ev.CustomData)
+	p.setAllUntrusted("branch_", u.Extra)
+	p.setAllUntrusted("branch_", withoutTimestamps(ev.Extra))
+}
+
+// withoutTimestamps drops the top-level copies of the event time, which
+// Mixpanel already has as "time".
+func withoutTimestamps(extra map[string]any) map[string]any {
+	if _, ok := extra["event_timestamp"]; !ok {
+		return extra
+	}
+	out := make(map[string]any, len(extra))
+	for k, v := range extra {
+		if k != "event_timestamp" {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func contentItems(items []map[string]any) []any {
+	out := make([]any, 0, len(items))
+	for _, item := range items {
+		flat := make(map[string]any, len(item))
+		flatten(flat, "", item, 1)
+		out = append(out, flat)
+	}
+	return out
+}
+
+// linkString returns a link data field as a string, or "" when it is
+// missing, null or not a scalar.
+func linkString(link map[string]any, key string) string {
+	switch v := link[key].(type) {
+	case string:
+		return v
+	case json.Number:
+		return v.String()
+	}
+	return ""
+}
+
+// profileTimeLayout is the date format Mixpanel reads in profile
+// properties.
+const profileTimeLayout = "2006-01-02T15:04:05"
+
+// profileUpdates returns the $set_once and $set properties for a known
+// user. First-touch attribution comes from the legacy first referring link
+// when present, else from the event's own touch; $set_once keeps only the
+// first value Mixpanel sees.
+func profileUpdates(ev *branch.Event, who identity.Identity, millis int64) (setOnce, set map[string]any) {
+	setOnce = map[string]any{}
+	set = map[string]any{}
+
+	first := ev.FirstTouch
+	if first == nil {
+		first = ev.Touch
+	}
+	addAttribution(setOnce, "branch_first_", first)
+	if strings.EqualFold(ev.Name, "install") {
+		setOnce["branch_install_time"] = time.UnixMilli(millis).UTC().Format(profileTimeLayout)
+	}
+
+	addAttribution(set, "branch_last_", ev.Touch)
+	for _, k := range sortedKeys(who.Properties) {
+		if v := who.Properties[k]; v != nil {
+			set[k] = v
+		}
+	}
+
+	if len(setOnce) == 0 {
+		setOnce = nil
+	}
+	if len(set) == 0 {
+		set = nil
+	}
+	return setOnce, set
+}
+
+func addAttribution(dst map[string]any, prefix string, link map[string]any) {
+	for _, field := range []string{"campaign", "channel", "feature"} {
+		if v := linkString(link, "~"+field); v != "" {
+			dst[prefix+field] = v
+		}
+	}
+}

@@ -1,0 +1,258 @@
+// Package mpclient sends events and profile updates to Mixpanel through
+// mixpanel-go and classifies every response, so the delivery pool can
+// decide between done, retry, split and dead-letter.
+package mpclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/mixpanel/mixpanel-go"
+
+	"github.com/branchmp/branchmp/internal/mapping"
+)
+
+// Residency endpoints that mixpanel-go v1.2.1 lacks an option for.
+const inEndpoint = "https://api-in.mixpanel.com"
+
+// Residency values.
+const (
+	ResidencyUS = "US"
+	ResidencyEU = "EU"
+	ResidencyIN = "IN"
+)
+
+// ServiceAccount authenticates /import requests with a Mixpanel service
+// account.
+type ServiceAccount struct {
+	ProjectID int
+	Username  string
+	Secret    string
+}
+
+// Config configures a Client.
+type Config struct {
+	Token          string
+	APISecret      string
+	ServiceAccount *ServiceAccount
+	Residency      string // ResidencyUS (default), ResidencyEU or ResidencyIN
+	BaseURL        string // replaces the residency's endpoint when set
+	HTTPClient     *http.Client
+}
+
+// Client sends to one Mixpanel project. It is safe for concurrent use.
+type Client struct {
+	api *mixpanel.ApiClient
+}
+
+// New returns a Client. The given HTTP client is copied, not modified: the
+// copy's transport records each response for classification.
+func New(cfg Config) *Client {
+	base := http.DefaultClient
+	if cfg.HTTPClient != nil {
+		base = cfg.HTTPClient
+	}
+	hc := *base
+	rt := hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	hc.Transport = &recordingTransport{base: rt, now: time.Now}
+
+	opts := []mixpanel.Options{mixpanel.HttpClient(&hc)}
+	switch {
+	case cfg.ServiceAccount != nil:
+		sa := cfg.ServiceAccount
+		opts = append(opts, mixpanel.ServiceAccount(sa.ProjectID, sa.Username, sa.Secret))
+	case cfg.APISecret != "":
+		opts = append(opts, mixpanel.ApiSecret(cfg.APISecret))
+	}
+	switch {
+	case cfg.BaseURL != "":
+		opts = append(opts, mixpanel.ProxyApiLocation(strings.TrimRight(cfg.BaseURL, "/")))
+	case strings.EqualFold(cfg.Residency, ResidencyEU):
+		opts = append(opts, mixpanel.EuResidency())
+	case strings.EqualFold(cfg.Residency, ResidencyIN):
+		opts = append(opts, mixpanel.ProxyApiLocation(inEndpoint))
+	}
+	return &Client{api: mixpanel.NewApiClient(cfg.Token, opts...)}
+}
+
+// Outcome is the class of a Mixpanel response, which decides what the
+// delivery pool does next.
+type Outcome int
+
+// Outcomes.
+const (
+	// OK: every record was accepted.
+	OK Outcome = iota
+	// Partial: a strict-mode 400 that lists failed records. The other
+	// records were imported and must not be sent again.
+	Partial
+	// Rejected: a 400 whose body cannot be parsed. Nothing is known to be
+	// imported and resending will fail the same way.
+	Rejected
+	// Unauthorized: 401, 403 or 404, a configuration fault that no retry of
+	// the same request fixes until an operator acts.
+	Unauthorized
+	// TooLarge: 413; the batch must be split.
+	TooLarge
+	// Transient: 429, 5xx, a network error, a timeout or an engage answer
+	// of 0; the same request may succeed later.
+	Transient
+)
+
+var outcomeNames = [...]string{"ok", "partial", "rejected", "unauthorized", "too_large", "transient"}
+
+// String returns the outcome's name as used in logs.
+func (o Outcome) String() string {
+	if o < 0 || int(o) >= len(outcomeNames) {
+		return "unknown"
+	}
+	return outcomeNames[o]
+}
+
+// FailedRecord is one record that a strict-mode /import rejected.
+type FailedRecord struct {
+	Index    int    `json:"index"`
+	InsertID string `json:"insert_id"`
+	Field    string `json:"field"`
+	Message  string `json:"message"`
+}
+
+// Result is the classified answer to one request.
+type Result struct {
+	Outcome    Outcome
+	Status     int           // HTTP status, or 0 when no response arrived
+	RetryAfter time.Duration // from Retry-After, or 0
+	Body       string        // response body, up to 1 MiB
+	Failed     []FailedRecord
+	Err        error // the error mixpanel-go or the transport returned
+}
+
+// Import sends events to /import in strict mode with gzip.
+func (c *Client) Import(ctx context.Context, events []mapping.Event) Result {
+	batch := make([]*mixpanel.Event, len(events))
+	for i := range events {
+		batch[i] = &mixpanel.Event{Name: events[i].Name, Properties: events[i].Properties}
+	}
+	x := &exchange{}
+	_, err := c.api.Import(withExchange(ctx, x), batch, mixpanel.ImportOptionsRecommend)
+	return classifyImport(x, err)
+}
+
+// Profile is one user's profile update.
+type Profile struct {
+	DistinctID string
+	Properties map[string]any
+	IP         string // the user's IP address, or "" to disable geolocation
+}
+
+// PeopleSetOnce sends $set_once updates through /engage.
+func (c *Client) PeopleSetOnce(ctx context.Context, profiles []Profile) Result {
+	x := &exchange{}
+	err := c.api.PeopleSetOnce(withExchange(ctx, x), peopleProperties(profiles))
+	return classifyEngage(x, err)
+}
+
+// PeopleSet sends $set updates through /engage.
+func (c *Client) PeopleSet(ctx context.Context, profiles []Profile) Result {
+	x := &exchange{}
+	err := c.api.PeopleSet(withExchange(ctx, x), peopleProperties(profiles))
+	return classifyEngage(x, err)
+}
+
+// peopleProperties converts profiles for mixpanel-go. mixpanel-go reads the
+// request's $ip from the "$ip" property and sends "0" when it is absent, so
+// Mixpanel never geolocates the bridge's own address.
+//
+// NOTE: mixpanel-go v1.2.1 also leaves "$ip" inside $set and $set_once;
+// there is no option to send it only at the top level.
+func peopleProperties(profiles []Profile) []*mixpanel.PeopleProperties {
+	out := make([]*mixpanel.PeopleProperties, len(profiles))
+	for i, p := range profiles {
+		props := make(map[string]any, len(p.Properties)+1)
+		for k, v := range p.Properties {
+			props[k] = v
+		}
+		if p.IP != "" {
+			props[string(mixpanel.PeopleGeolocationByIpProperty)] = p.IP
+		}
+		out[i] = mixpanel.NewPeopleProperties(p.DistinctID, props)
+	}
+	return out
+}
+
+func classifyImport(x *exchange, err error) Result {
+	r := Result{Status: x.status, RetryAfter: x.retryAfter, Body: string(x.body), Err: err}
+	switch {
+	case x.status == 0:
+		r.Outcome = Transient
+		if r.Err == nil {
+			r.Err = errors.New("no response")
+		}
+	case x.status == http.StatusOK:
+		r.Outcome = OK
+		r.Err = nil
+	case x.status == http.StatusBadRequest:
+		r.Outcome = Rejected
+		var body struct {
+			Failed []FailedRecord `json:"failed_records"`
+		}
+		if json.Unmarshal(x.body, &body) == nil && len(body.Failed) > 0 {
+			r.Outcome = Partial
+			r.Failed = body.Failed
+		}
+	default:
+		r.Outcome = classifyStatus(x.status)
+	}
+	if r.Outcome != OK && r.Err == nil {
+		r.Err = fmt.Errorf("status %d", x.status)
+	}
+	return r
+}
+
+func classifyEngage(x *exchange, err error) Result {
+	r := Result{Status: x.status, RetryAfter: x.retryAfter, Body: string(x.body), Err: err}
+	switch {
+	case x.status == 0:
+		r.Outcome = Transient
+		if r.Err == nil {
+			r.Err = errors.New("no response")
+		}
+	case x.status == http.StatusOK && err == nil:
+		r.Outcome = OK
+	case x.status == http.StatusOK:
+		// /engage answers 200 with a body of 0 when it rejected the update.
+		r.Outcome = Transient
+	case x.status == http.StatusBadRequest:
+		r.Outcome = Rejected
+	default:
+		r.Outcome = classifyStatus(x.status)
+	}
+	if r.Outcome != OK && r.Err == nil {
+		r.Err = fmt.Errorf("status %d", x.status)
+	}
+	return r
+}
+
+func classifyStatus(status int) Outcome {
+	switch {
+	case status == http.StatusUnauthorized, status == http.StatusForbidden, status == http.StatusNotFound:
+		return Unauthorized
+	case status == http.StatusRequestEntityTooLarge:
+		return TooLarge
+	case status == http.StatusTooManyRequests, status >= 500:
+		return Transient
+	case status >= 200 && status < 300:
+		return OK
+	}
+	// Other 4xx answers mean the request itself is wrong; resending it
+	// cannot help.
+	return Rejected
+}

@@ -1,0 +1,258 @@
+package branchmp
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/branchmp/branchmp/identity"
+)
+
+// Residency is the region of a Mixpanel project's data.
+type Residency string
+
+// Mixpanel data residencies.
+const (
+	ResidencyUS Residency = "US"
+	ResidencyEU Residency = "EU"
+	ResidencyIN Residency = "IN"
+)
+
+// ServiceAccount authenticates /import requests with a Mixpanel service
+// account instead of the project token or API secret.
+type ServiceAccount struct {
+	ProjectID int
+	Username  string
+	Secret    string
+}
+
+// Config configures a Bridge. Token is required; the zero value of every
+// other field means the default given in its comment.
+type Config struct {
+	// Token is the Mixpanel project token. It authenticates /import when
+	// neither APISecret nor ServiceAccount is set, and /engage always.
+	Token string
+
+	// APISecret is the project's API secret, used for /import when set.
+	APISecret string
+
+	// ServiceAccount is used for /import when set, before APISecret.
+	ServiceAccount *ServiceAccount
+
+	// Residency selects Mixpanel's US (default), EU or IN endpoints.
+	Residency Residency
+
+	// BaseURL replaces the residency's endpoint, for a proxy or a local
+	// test server, for example "http://127.0.0.1:8081".
+	BaseURL string
+
+	// Path is the webhook path that Middleware catches. Default "/branch".
+	// Handler and ServeHTTP answer on whatever path they are mounted at.
+	Path string
+
+	// Resolver maps Branch identifiers to the app's user. Default
+	// identity.DeveloperIdentity().
+	Resolver identity.Resolver
+
+	// ResolverTimeout bounds one Resolve call. Default 5s.
+	ResolverTimeout time.Duration
+
+	// Logger receives the bridge's logs. Nil means no logs.
+	Logger *zap.Logger
+
+	// Workers is the number of goroutines that resolve and map events, and
+	// also the number of Mixpanel requests in flight at once. Default 4.
+	Workers int
+
+	// QueueCapacity is the number of accepted events that may wait for a
+	// worker. When it is full, webhooks are answered 503. Default 10000.
+	QueueCapacity int
+
+	// BatchSize is the maximum number of events in one /import request,
+	// at most 2000. Default 2000.
+	BatchSize int
+
+	// MaxBatchBytes is the maximum uncompressed JSON size of one /import
+	// request. Default 2,000,000 bytes.
+	MaxBatchBytes int
+
+	// FlushInterval is the longest an event waits for its batch to fill
+	// before the batch is sent anyway. Default 1s.
+	FlushInterval time.Duration
+
+	// HTTPClient sends requests to Mixpanel. Default: a client with
+	// Timeout. A client whose own Timeout is 0 gets Timeout too, so no
+	// request can hang forever.
+	HTTPClient *http.Client
+
+	// Timeout bounds one Mixpanel request. Default 30s.
+	Timeout time.Duration
+
+	// EventName returns the Mixpanel event name for a Branch event name;
+	// standard reports whether Branch defines the event. Default
+	// DefaultEventName.
+	EventName func(name string, standard bool) string
+
+	// MaxBodyBytes is the largest webhook body accepted; larger bodies get
+	// 413. Default 1 MiB.
+	MaxBodyBytes int64
+
+	// QueryParams maps GET query parameter names to event fields, on top
+	// of the defaults listed by DefaultQueryParams. A value is a field of
+	// an event-ontology body: "name", "id", "timestamp", or
+	// "user_data.KEY", "last_attributed_touch_data.KEY", "event_data.KEY",
+	// "custom_data.KEY". Unmapped parameters become custom properties.
+	QueryParams map[string]string
+
+	// MaxAttempts is how often a batch is sent before its events are
+	// dead-lettered. Default 12.
+	MaxAttempts int
+
+	// MaxRetryAge is how long a batch is retried before its events are
+	// dead-lettered. Default 30m.
+	MaxRetryAge time.Duration
+
+	// RetryBackoff is the first retry's backoff window. Later windows
+	// double up to RetryMaxBackoff, and each wait is a random point in its
+	// window. Defaults 2s and 60s.
+	RetryBackoff    time.Duration
+	RetryMaxBackoff time.Duration
+
+	// MaxDeadLetters is how many dead letters are kept in memory for
+	// DeadLetters; older ones are discarded and logged. Default 1000.
+	MaxDeadLetters int
+}
+
+// Defaults.
+const (
+	DefaultPath            = "/branch"
+	DefaultWorkers         = 4
+	DefaultQueueCapacity   = 10000
+	DefaultBatchSize       = 2000
+	DefaultMaxBatchBytes   = 2_000_000
+	DefaultFlushInterval   = time.Second
+	DefaultTimeout         = 30 * time.Second
+	DefaultResolverTimeout = 5 * time.Second
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultMaxAttempts     = 12
+	DefaultMaxRetryAge     = 30 * time.Minute
+	DefaultRetryBackoff    = 2 * time.Second
+	DefaultRetryMaxBackoff = 60 * time.Second
+	DefaultMaxDeadLetters  = 1000
+)
+
+// maxBatchSize is Mixpanel's limit of events in one /import request.
+const maxBatchSize = 2000
+
+// ErrInvalidConfig wraps every configuration error returned by New.
+var ErrInvalidConfig = errors.New("branchmp: invalid config")
+
+func invalid(field, problem string) error {
+	return fmt.Errorf("%w: %s %s", ErrInvalidConfig, field, problem)
+}
+
+// validate reports the first invalid field. It runs before defaults are
+// applied, so zero values are valid.
+func (c *Config) validate() error {
+	if strings.TrimSpace(c.Token) == "" {
+		return invalid("Token", "is required: set the Mixpanel project token")
+	}
+	switch Residency(strings.ToUpper(string(c.Residency))) {
+	case "", ResidencyUS, ResidencyEU, ResidencyIN:
+	default:
+		return invalid("Residency", fmt.Sprintf("%q is invalid: use US, EU or IN", c.Residency))
+	}
+	if c.BaseURL != "" {
+		u, err := url.Parse(c.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return invalid("BaseURL", "must be an absolute http or https URL")
+		}
+	}
+	if c.Path != "" && !strings.HasPrefix(c.Path, "/") {
+		return invalid("Path", fmt.Sprintf("%q must start with /", c.Path))
+	}
+	if sa := c.ServiceAccount; sa != nil && (sa.Username == "" || sa.Secret == "" || sa.ProjectID <= 0) {
+		return invalid("ServiceAccount", "needs ProjectID, Username and Secret")
+	}
+	if c.BatchSize > maxBatchSize {
+		return invalid("BatchSize", fmt.Sprintf("%d is over Mixpanel's limit of %d", c.BatchSize, maxBatchSize))
+	}
+	for _, f := range []struct {
+		name  string
+		value int64
+	}{
+		{"Workers", int64(c.Workers)},
+		{"QueueCapacity", int64(c.QueueCapacity)},
+		{"BatchSize", int64(c.BatchSize)},
+		{"MaxBatchBytes", int64(c.MaxBatchBytes)},
+		{"FlushInterval", int64(c.FlushInterval)},
+		{"Timeout", int64(c.Timeout)},
+		{"ResolverTimeout", int64(c.ResolverTimeout)},
+		{"MaxBodyBytes", c.MaxBodyBytes},
+		{"MaxAttempts", int64(c.MaxAttempts)},
+		{"MaxRetryAge", int64(c.MaxRetryAge)},
+		{"RetryBackoff", int64(c.RetryBackoff)},
+		{"RetryMaxBackoff", int64(c.RetryMaxBackoff)},
+		{"MaxDeadLetters", int64(c.MaxDeadLetters)},
+	} {
+		if f.value < 0 {
+			return invalid(f.name, "must not be negative")
+		}
+	}
+	return nil
+}
+
+// withDefaults returns a copy of c with every zero optional field set.
+func (c Config) withDefaults() Config {
+	c.Residency = Residency(strings.ToUpper(string(c.Residency)))
+	if c.Residency == "" {
+		c.Residency = ResidencyUS
+	}
+	setDefault(&c.Path, DefaultPath)
+	if c.Resolver == nil {
+		c.Resolver = identity.DeveloperIdentity()
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.EventName == nil {
+		c.EventName = DefaultEventName
+	}
+	setDefault(&c.ResolverTimeout, DefaultResolverTimeout)
+	setDefault(&c.Workers, DefaultWorkers)
+	setDefault(&c.QueueCapacity, DefaultQueueCapacity)
+	setDefault(&c.BatchSize, DefaultBatchSize)
+	setDefault(&c.MaxBatchBytes, DefaultMaxBatchBytes)
+	setDefault(&c.FlushInterval, DefaultFlushInterval)
+	setDefault(&c.Timeout, DefaultTimeout)
+	setDefault(&c.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&c.MaxAttempts, DefaultMaxAttempts)
+	setDefault(&c.MaxRetryAge, DefaultMaxRetryAge)
+	setDefault(&c.RetryBackoff, DefaultRetryBackoff)
+	setDefault(&c.RetryMaxBackoff, DefaultRetryMaxBackoff)
+	setDefault(&c.MaxDeadLetters, DefaultMaxDeadLetters)
+	if c.RetryMaxBackoff < c.RetryBackoff {
+		c.RetryMaxBackoff = c.RetryBackoff
+	}
+
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: c.Timeout}
+	} else if c.HTTPClient.Timeout == 0 {
+		hc := *c.HTTPClient
+		hc.Timeout = c.Timeout
+		c.HTTPClient = &hc
+	}
+	return c
+}
+
+func setDefault[T comparable](field *T, value T) {
+	var zero T
+	if *field == zero {
+		*field = value
+	}
+}

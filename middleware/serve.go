@@ -1,0 +1,194 @@
+package branchmp
+
+import (
+	"compress/gzip"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/branchmp/branchmp/internal/branch"
+	"github.com/branchmp/branchmp/internal/delivery"
+	"github.com/branchmp/branchmp/internal/logfield"
+)
+
+const allowedMethods = "GET, POST, OPTIONS"
+
+// errBodyTooLarge marks a body over MaxBodyBytes, compressed or not.
+var errBodyTooLarge = errors.New("body too large")
+
+// ServeHTTP checks, decodes and queues one webhook, and answers without
+// waiting for Mixpanel. See the README for the meaning of each status.
+func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var (
+		ev  *branch.Event
+		err error
+	)
+	switch r.Method {
+	case http.MethodPost:
+		ev, err = b.decodePost(w, r)
+	case http.MethodGet:
+		ev, err = branch.DecodeQuery(r.URL.Query(), b.queryParams)
+	case http.MethodOptions:
+		w.Header().Set("Allow", allowedMethods)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	default:
+		w.Header().Set("Allow", allowedMethods)
+		b.reject(w, r, http.StatusMethodNotAllowed, "method not allowed", nil)
+		return
+	}
+	if err != nil {
+		b.rejectDecode(w, r, err)
+		return
+	}
+
+	switch err := b.pool.TryEnqueue(delivery.NewJob(ev, b.now())); {
+	case errors.Is(err, delivery.ErrQueueFull):
+		b.reject(w, r, http.StatusServiceUnavailable, "queue is full", nil)
+		return
+	case err != nil:
+		b.reject(w, r, http.StatusServiceUnavailable, "shutting down", nil)
+		return
+	}
+	b.webhooks.accepted.Add(1)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n")
+}
+
+// unsupportedMediaError is a content type or encoding the bridge does not
+// read.
+type unsupportedMediaError struct{ what string }
+
+func (e *unsupportedMediaError) Error() string { return "unsupported " + e.what }
+
+// decodePost reads and decodes a POST body: JSON, or a form decoded like a
+// GET query.
+func (b *Bridge) decodePost(w http.ResponseWriter, r *http.Request) (*branch.Event, error) {
+	isForm := false
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		media, _, err := mime.ParseMediaType(ct)
+		switch {
+		case err != nil:
+			return nil, &unsupportedMediaError{"content type"}
+		case isJSONMedia(media):
+		case media == "application/x-www-form-urlencoded":
+			isForm = true
+		default:
+			return nil, &unsupportedMediaError{"content type " + media}
+		}
+	}
+
+	body, err := b.readBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	if isForm {
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, branch.ErrInvalidJSON
+		}
+		return branch.DecodeQuery(form, b.queryParams)
+	}
+	return branch.Decode(body)
+}
+
+// readBody reads the request body up to MaxBodyBytes, after gzip
+// decompression when the body is gzip-encoded, so a small body that
+// inflates past the limit is rejected without being held in memory.
+func (b *Bridge) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	limit := b.cfg.MaxBodyBytes
+	raw := http.MaxBytesReader(w, r.Body, limit)
+	defer raw.Close()
+
+	var src io.Reader = raw
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(raw)
+		if err != nil {
+			return nil, bodyError(err)
+		}
+		defer zr.Close()
+		src = zr
+	default:
+		return nil, &unsupportedMediaError{"content encoding " + enc}
+	}
+
+	body, err := io.ReadAll(io.LimitReader(src, limit+1))
+	if err != nil {
+		return nil, bodyError(err)
+	}
+	if int64(len(body)) > limit {
+		return nil, errBodyTooLarge
+	}
+	return body, nil
+}
+
+// bodyError turns a read error into errBodyTooLarge when the size limit
+// caused it, and into an invalid-body error otherwise.
+func bodyError(err error) error {
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) {
+		return errBodyTooLarge
+	}
+	return errors.Join(branch.ErrInvalidJSON, err)
+}
+
+// rejectDecode answers a request whose body or query could not be decoded.
+func (b *Bridge) rejectDecode(w http.ResponseWriter, r *http.Request, err error) {
+	var media *unsupportedMediaError
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		b.reject(w, r, http.StatusRequestEntityTooLarge, "body too large", nil)
+	case errors.As(err, &media):
+		b.reject(w, r, http.StatusUnsupportedMediaType, media.Error(), nil)
+	default:
+		b.reject(w, r, http.StatusBadRequest, "not a Branch event", err)
+	}
+}
+
+// reject answers with status, counts the rejection and logs it. The log
+// line carries the configured path, never the request URL, whose query may
+// contain personal data.
+func (b *Bridge) reject(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {
+	b.count(status)
+	fields := []zap.Field{
+		zap.Int(logfield.Status, status),
+		zap.String(logfield.Reason, reason),
+		zap.String(logfield.Method, r.Method),
+		zap.String(logfield.Path, b.cfg.Path),
+	}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	b.requestLog.Warn("webhook rejected", fields...)
+	http.Error(w, reason, status)
+}
+
+func (b *Bridge) count(status int) {
+	c := &b.webhooks
+	switch status {
+	case http.StatusBadRequest:
+		c.badRequest.Add(1)
+	case http.StatusMethodNotAllowed:
+		c.methodNotAllowed.Add(1)
+	case http.StatusRequestEntityTooLarge:
+		c.tooLarge.Add(1)
+	case http.StatusUnsupportedMediaType:
+		c.unsupportedMedia.Add(1)
+	case http.StatusServiceUnavailable:
+		c.unavailable.Add(1)
+	}
+}
+
+// isJSONMedia reports whether a media type names JSON: application/json,
+// text/json or a structured suffix such as application/vnd.x+json.
+func isJSONMedia(media string) bool {
+	return media == "application/json" || media == "text/json" ||
+		strings.HasPrefix(media, "application/") && strings.HasSuffix(media, "+json")
+}
