@@ -115,7 +115,7 @@ func Middleware(cfg Config) func(http.Handler) http.Handler {
 //
 // With gorilla/mux, router.Use(bridge.Middleware) runs only for requests
 // that match a registered route, so an unregistered webhook path gets 404
-// before the middleware sees it. Wrap the whole router instead:
+// before the middleware runs. Wrap the whole router instead:
 // http.ListenAndServe(addr, bridge.Middleware(router)).
 func (b *Bridge) Middleware(next http.Handler) http.Handler {
 	path := b.cfg.Path
@@ -130,17 +130,17 @@ func (b *Bridge) Middleware(next http.Handler) http.Handler {
 
 // Shutdown stops accepting webhooks (later ones get 503) and waits until
 // every queued and in-flight event is delivered or dead-lettered. When ctx
-// ends first, in-flight requests and retries are canceled, the remaining
-// events are dead-lettered in memory, and the returned error gives their
-// count; they are lost when the process exits. Shutdown is safe to call
-// more than once.
+// ends first, it cancels in-flight requests and retries, dead-letters the
+// remaining events in memory and returns an error with their count. Those
+// events are lost when the process exits. Shutdown is safe to call more
+// than once.
 func (b *Bridge) Shutdown(ctx context.Context) error {
 	return b.pool.Shutdown(ctx)
 }
 
 // Stats are counters of a Bridge since it started.
 type Stats struct {
-	// Webhook answers by outcome.
+	// Webhook responses by status.
 	Accepted         int64 // 200, queued
 	BadRequest       int64 // 400, not a Branch event
 	MethodNotAllowed int64 // 405
@@ -181,7 +181,7 @@ type DeadLetter struct {
 	EventName string
 	EventID   string          // Branch's event id, or "" when it had none
 	Stage     string          // resolve, map, import, engage set_once, engage set or shutdown
-	Reason    string          // why it was given up on
+	Reason    string          // cause of the failure
 	Status    int             // last HTTP status from Mixpanel, or 0
 	Body      string          // last response body from Mixpanel
 	Attempts  int             // sends tried

@@ -52,7 +52,7 @@ type Config struct {
 	BaseURL string
 
 	// Path is the webhook path that Middleware catches. Default "/branch".
-	// Handler and ServeHTTP answer on whatever path they are mounted at.
+	// Handler and ServeHTTP respond on whatever path they are mounted at.
 	Path string
 
 	// Resolver maps Branch identifiers to the app's user. Default
@@ -70,7 +70,7 @@ type Config struct {
 	Workers int
 
 	// QueueCapacity is the number of accepted events that may wait for a
-	// worker. When it is full, webhooks are answered 503. Default 10000.
+	// worker. When it is full, webhooks get 503. Default 10000.
 	QueueCapacity int
 
 	// BatchSize is the maximum number of events in one /import request,

@@ -2,7 +2,7 @@
 // delivers them to Mixpanel as events and user-profile updates.
 //
 // A Bridge is an http.Handler. It checks, decodes and queues each webhook
-// and answers at once; identity lookup, mapping, batching and delivery run
+// and responds at once. Identity lookup, mapping, batching and delivery run
 // on a bounded pool of background workers:
 //
 //	bridge, err := branchmp.New(branchmp.Config{Token: token})

@@ -21,7 +21,7 @@ const allowedMethods = "GET, POST, OPTIONS"
 // errBodyTooLarge marks a body over MaxBodyBytes, compressed or not.
 var errBodyTooLarge = errors.New("body too large")
 
-// ServeHTTP checks, decodes and queues one webhook, and answers without
+// ServeHTTP checks, decodes and queues one webhook, and responds without
 // waiting for Mixpanel. See the README for the meaning of each status.
 func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var (
@@ -139,7 +139,7 @@ func bodyError(err error) error {
 	return errors.Join(branch.ErrInvalidJSON, err)
 }
 
-// rejectDecode answers a request whose body or query could not be decoded.
+// rejectDecode responds to a request whose body or query could not be decoded.
 func (b *Bridge) rejectDecode(w http.ResponseWriter, r *http.Request, err error) {
 	var media *unsupportedMediaError
 	switch {
@@ -152,7 +152,7 @@ func (b *Bridge) rejectDecode(w http.ResponseWriter, r *http.Request, err error)
 	}
 }
 
-// reject answers with status, counts the rejection and logs it. The log
+// reject responds with status, counts the rejection and logs it. The log
 // line carries the configured path, never the request URL, whose query may
 // contain personal data.
 func (b *Bridge) reject(w http.ResponseWriter, r *http.Request, status int, reason string, err error) {

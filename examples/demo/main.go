@@ -1,9 +1,10 @@
 // Command demo runs the bridge end to end on the bundled Branch webhooks.
 //
 // It starts a stand-in for Mixpanel and a web server with the bridge at
-// /branch, both on 127.0.0.1, posts every bundled webhook body and sends
-// every bundled GET webhook, shuts the bridge down so that every event is
-// delivered, and prints what Mixpanel received. Nothing leaves the machine.
+// /branch, both on 127.0.0.1. It posts every bundled webhook body, sends
+// every bundled GET webhook, and shuts the bridge down so that every event
+// is delivered. Then it prints what Mixpanel received. Nothing leaves the
+// machine.
 package main
 
 import (
@@ -38,7 +39,7 @@ func main() {
 	}
 }
 
-// users stands in for the host app's user table: Branch developer identity
+// users replaces the host app's user table: Branch developer identity
 // to profile properties.
 var users = map[string]map[string]any{
 	"user-42": {"$name": "Ada Lovelace", "plan": "pro"},

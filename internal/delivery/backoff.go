@@ -7,19 +7,17 @@ import (
 )
 
 // backoff returns the delay before retry attempt n (1-based): full jitter
-// over an exponential window starting at base and capped at max.
-func backoff(n int, base, max time.Duration) time.Duration {
+// over an exponential window starting at base and capped at limit.
+func backoff(n int, base, limit time.Duration) time.Duration {
 	window := base
-	for i := 1; i < n && window < max; i++ {
+	for i := 1; i < n && window < limit; i++ {
 		window *= 2
 	}
-	if window > max {
-		window = max
-	}
+	window = min(window, limit)
 	return time.Duration(rand.Int64N(int64(window)) + 1)
 }
 
-// gate holds every sender back until a time set by a rate-limit answer, so
+// gate holds every sender back until a time set by a rate-limit response, so
 // one 429 slows all workers instead of only the one that saw it.
 type gate struct {
 	mu    sync.Mutex

@@ -72,7 +72,7 @@ func (p *Pool) prepare(j *Job) bool {
 	return true
 }
 
-// resolve asks the resolver for j's user, retrying errors with a short
+// resolve calls the resolver for j's user, retrying errors with a short
 // backoff. ErrNotFound and an empty identity both mean an anonymous event.
 //
 // TODO: a resolver that keeps failing blocks this worker for up to three

@@ -102,7 +102,7 @@ const (
 	Unauthorized
 	// TooLarge: 413; the batch must be split.
 	TooLarge
-	// Transient: 429, 5xx, a network error, a timeout or an engage answer
+	// Transient: 429, 5xx, a network error, a timeout or an engage response
 	// of 0; the same request may succeed later.
 	Transient
 )
@@ -125,7 +125,7 @@ type FailedRecord struct {
 	Message  string `json:"message"`
 }
 
-// Result is the classified answer to one request.
+// Result is the classified response to one request.
 type Result struct {
 	Outcome    Outcome
 	Status     int           // HTTP status, or 0 when no response arrived
@@ -228,7 +228,7 @@ func classifyEngage(x *exchange, err error) Result {
 	case x.status == http.StatusOK && err == nil:
 		r.Outcome = OK
 	case x.status == http.StatusOK:
-		// /engage answers 200 with a body of 0 when it rejected the update.
+		// /engage responds 200 with a body of 0 when it rejected the update.
 		r.Outcome = Transient
 	case x.status == http.StatusBadRequest:
 		r.Outcome = Rejected

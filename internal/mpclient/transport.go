@@ -14,9 +14,9 @@ import (
 // record in about 150 bytes, so 1 MiB keeps every one of them.
 const maxRecordedBody = 1 << 20
 
-// exchange is what the transport saw of one response. mixpanel-go drops the
-// status of several error responses and never exposes Retry-After, so the
-// client reads them from here instead.
+// exchange is the transport's record of one response. mixpanel-go drops
+// the status of several error responses and never exposes Retry-After, so
+// the client reads them from here instead.
 type exchange struct {
 	status     int
 	retryAfter time.Duration

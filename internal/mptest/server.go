@@ -1,7 +1,7 @@
-// Package mptest runs a real HTTP server on loopback that stands in for
-// Mixpanel's /import and /engage endpoints. It decodes what it receives the
+// Package mptest runs a real HTTP server on loopback that replaces
+// Mixpanel's /import and /engage endpoints in tests and the demo. It decodes what it receives the
 // way Mixpanel does (gzip, JSON arrays, basic auth), records it, and can be
-// told to answer with faults.
+// told to respond with faults.
 package mptest
 
 import (
@@ -27,15 +27,15 @@ type Request struct {
 	AuthPassword    string
 	Body            []byte           // decompressed body
 	Records         []map[string]any // the JSON array in Body, numbers as json.Number
-	Status          int              // status the server answered
+	Status          int              // status the server responded with
 }
 
-// Response is a scripted answer.
+// Response is a scripted response.
 type Response struct {
 	Status int
 	Body   string
 	Header http.Header
-	Delay  time.Duration // wait before answering
+	Delay  time.Duration // wait before responding
 }
 
 // Server is the stand-in. It is safe for concurrent use.

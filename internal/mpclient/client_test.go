@@ -1,0 +1,155 @@
+package mpclient
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/branchmp/branchmp/internal/mapping"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestImportClassification(t *testing.T) {
+	tests := []struct {
+		name           string
+		status         int
+		body           string
+		header         http.Header
+		wantOutcome    Outcome
+		wantFailed     int
+		wantRetryAfter time.Duration
+	}{
+		{name: "ok", status: 200, body: `{"code":200,"num_records_imported":1,"status":1}`, wantOutcome: OK},
+		{name: "ok unparseable", status: 200, body: `not json`, wantOutcome: OK},
+		{name: "strict partial", status: 400, wantOutcome: Partial, wantFailed: 2,
+			body: `{"code":400,"error":"x","failed_records":[{"index":0,"field":"f","message":"m"},{"index":3,"field":"g","message":"n"}],"num_records_imported":2,"status":"Bad Request"}`},
+		{name: "400 html", status: 400, body: `<html></html>`, wantOutcome: Rejected},
+		{name: "400 without records", status: 400, body: `{"error":"x"}`, wantOutcome: Rejected},
+		{name: "401", status: 401, body: `{"error":"Invalid credentials"}`, wantOutcome: Unauthorized},
+		{name: "403 plain", status: 403, body: `forbidden`, wantOutcome: Unauthorized},
+		{name: "404", status: 404, wantOutcome: Unauthorized},
+		{name: "413 empty", status: 413, wantOutcome: TooLarge},
+		{name: "429 seconds", status: 429, header: http.Header{"Retry-After": {"7"}}, wantOutcome: Transient, wantRetryAfter: 7 * time.Second},
+		{name: "429 no body", status: 429, wantOutcome: Transient},
+		{name: "500", status: 500, body: "oops", wantOutcome: Transient},
+		{name: "503", status: 503, wantOutcome: Transient},
+		{name: "418", status: 418, wantOutcome: Rejected},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				for k, v := range tt.header {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			}))
+			defer srv.Close()
+
+			c := New(Config{Token: "tok", BaseURL: srv.URL, HTTPClient: srv.Client()})
+			res := c.Import(context.Background(), []mapping.Event{{Name: "e", Properties: map[string]any{"time": 1}}})
+
+			if res.Outcome != tt.wantOutcome {
+				t.Errorf("outcome: got %v, want %v (err %v)", res.Outcome, tt.wantOutcome, res.Err)
+			}
+			if res.Status != tt.status {
+				t.Errorf("status: got %d, want %d", res.Status, tt.status)
+			}
+			if res.Body != tt.body {
+				t.Errorf("body: got %q, want %q", res.Body, tt.body)
+			}
+			if len(res.Failed) != tt.wantFailed {
+				t.Errorf("failed records: got %d, want %d", len(res.Failed), tt.wantFailed)
+			}
+			if res.RetryAfter != tt.wantRetryAfter {
+				t.Errorf("Retry-After: got %v, want %v", res.RetryAfter, tt.wantRetryAfter)
+			}
+			if (res.Err == nil) != (tt.wantOutcome == OK) {
+				t.Errorf("err: got %v for outcome %v", res.Err, res.Outcome)
+			}
+		})
+	}
+}
+
+func TestImportNetworkErrorIsTransient(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+
+	c := New(Config{Token: "tok", BaseURL: url})
+	res := c.Import(context.Background(), []mapping.Event{{Name: "e", Properties: map[string]any{}}})
+	if res.Outcome != Transient || res.Status != 0 || res.Err == nil {
+		t.Errorf("got outcome %v status %d err %v, want transient, 0 and an error", res.Outcome, res.Status, res.Err)
+	}
+}
+
+func TestEngageClassification(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		want   Outcome
+	}{
+		{"ok", 200, "1", OK},
+		{"zero", 200, "0", Transient},
+		{"garbage", 200, "x", Transient},
+		{"400", 400, "bad", Rejected},
+		{"401", 401, "", Unauthorized},
+		{"429", 429, "", Transient},
+		{"500", 500, "", Transient},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			}))
+			defer srv.Close()
+
+			c := New(Config{Token: "tok", BaseURL: srv.URL, HTTPClient: srv.Client()})
+			res := c.PeopleSet(context.Background(), []Profile{{DistinctID: "u", Properties: map[string]any{"a": 1}}})
+			if res.Outcome != tt.want {
+				t.Errorf("outcome: got %v, want %v (err %v)", res.Outcome, tt.want, res.Err)
+			}
+		})
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		give string
+		want time.Duration
+	}{
+		{"", 0},
+		{"0", 0},
+		{"-5", 0},
+		{"30", 30 * time.Second},
+		{"soon", 0},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+	}
+	for _, tt := range tests {
+		if got := parseRetryAfter(tt.give, now); got != tt.want {
+			t.Errorf("parseRetryAfter(%q): got %v, want %v", tt.give, got, tt.want)
+		}
+	}
+}
+
+func TestNewKeepsCallerClient(t *testing.T) {
+	hc := &http.Client{Timeout: time.Second}
+	New(Config{Token: "tok", HTTPClient: hc})
+	if hc.Transport != nil {
+		t.Error("New modified the caller's http.Client")
+	}
+}
