@@ -2,9 +2,11 @@ package branchmp
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
+	"fmt"
 	"maps"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/branchmp/branchmp/internal/delivery"
 	"github.com/branchmp/branchmp/internal/mapping"
 	"github.com/branchmp/branchmp/internal/mpclient"
+	"github.com/branchmp/branchmp/internal/spool"
 )
 
 // Bridge receives Branch webhooks and delivers them to Mixpanel. It is an
@@ -24,17 +27,24 @@ type Bridge struct {
 	cfg         Config
 	log         *zap.Logger
 	requestLog  *zap.Logger // sampled, for per-request rejections
+	spool       spool.Spool
+	client      *mpclient.Client
 	pool        *delivery.Pool
 	queryParams map[string]string
+	ignore      []string // query parameters that are never event data
 	now         func() time.Time
 
-	webhooks webhookCounters
+	webhooks  webhookCounters
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ http.Handler = (*Bridge)(nil)
 
-// New validates cfg, applies its defaults and starts the delivery workers.
-// The returned error wraps ErrInvalidConfig and names the invalid field.
+// New validates cfg, applies its defaults, opens the spool and starts the
+// delivery workers. Events that an earlier run left in SpoolDir are
+// delivered first. The returned error wraps ErrInvalidConfig and names the
+// invalid field, or reports why the spool could not be opened.
 func New(cfg Config) (*Bridge, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -44,31 +54,31 @@ func New(cfg Config) (*Bridge, error) {
 	params := branch.DefaultQueryParams()
 	maps.Copy(params, cfg.QueryParams)
 
-	client := mpclient.New(mpclient.Config{
-		Token:          cfg.Token,
-		APISecret:      cfg.APISecret,
-		ServiceAccount: (*mpclient.ServiceAccount)(cfg.ServiceAccount),
-		Residency:      string(cfg.Residency),
-		BaseURL:        cfg.BaseURL,
-		HTTPClient:     cfg.HTTPClient,
-	})
-
 	log := cfg.Logger.Named("branchmp")
+	sp, err := openSpool(cfg)
+	if err != nil {
+		return nil, err
+	}
+
 	b := &Bridge{
 		cfg:         cfg,
 		log:         log,
 		requestLog:  sampled(log),
+		spool:       sp,
+		client:      newClient(cfg),
 		queryParams: params,
 		now:         time.Now,
 	}
 	b.pool = delivery.Start(delivery.Config{
-		Client:          client,
+		Client:          b.client,
 		Resolver:        cfg.Resolver,
 		ResolverTimeout: cfg.ResolverTimeout,
 		EventName:       mapping.EventNamer(cfg.EventName),
 		Logger:          log,
+		Spool:           sp,
+		Durable:         cfg.SpoolDir != "",
+		Decode:          b.decodeEntry,
 		Workers:         cfg.Workers,
-		QueueCapacity:   cfg.QueueCapacity,
 		BatchSize:       cfg.BatchSize,
 		BatchBytes:      cfg.MaxBatchBytes,
 		FlushInterval:   cfg.FlushInterval,
@@ -76,9 +86,44 @@ func New(cfg Config) (*Bridge, error) {
 		MaxAge:          cfg.MaxRetryAge,
 		RetryBase:       cfg.RetryBackoff,
 		RetryMax:        cfg.RetryMaxBackoff,
-		MaxDeadLetters:  cfg.MaxDeadLetters,
 	})
 	return b, nil
+}
+
+func newClient(cfg Config) *mpclient.Client {
+	return mpclient.New(mpclient.Config{
+		Token:          cfg.Token,
+		APISecret:      cfg.APISecret,
+		ServiceAccount: (*mpclient.ServiceAccount)(cfg.ServiceAccount),
+		Residency:      string(cfg.Residency),
+		BaseURL:        cfg.BaseURL,
+		HTTPClient:     cfg.HTTPClient,
+	})
+}
+
+// dedupKeysPerEvent sizes the in-memory dedup index: it remembers the keys
+// of ten full queues, and at least 100,000.
+const dedupKeysPerEvent = 10
+
+func openSpool(cfg Config) (spool.Spool, error) {
+	window := max(cfg.DedupWindow, 0)
+	if cfg.SpoolDir == "" {
+		return spool.NewMemory(spool.MemoryOptions{
+			Capacity:       cfg.QueueCapacity,
+			MaxDeadLetters: cfg.MaxDeadLetters,
+			DedupWindow:    window,
+			DedupKeys:      max(cfg.QueueCapacity*dedupKeysPerEvent, 100_000),
+		}), nil
+	}
+	sp, err := spool.OpenBolt(cfg.SpoolDir, spool.BoltOptions{
+		MaxBytes:       cfg.SpoolMaxBytes,
+		MaxDeadLetters: cfg.MaxDeadLetters,
+		DedupWindow:    window,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("branchmp: SpoolDir: %w", err)
+	}
+	return sp, nil
 }
 
 // sampled returns a logger that writes the first 10 lines with the same
@@ -129,30 +174,49 @@ func (b *Bridge) Middleware(next http.Handler) http.Handler {
 }
 
 // Shutdown stops accepting webhooks (later ones get 503) and waits until
-// every queued and in-flight event is delivered or dead-lettered. When ctx
-// ends first, it cancels in-flight requests and retries, dead-letters the
-// remaining events in memory and returns an error with their count. Those
-// events are lost when the process exits. Shutdown is safe to call more
-// than once.
+// every accepted event is delivered or dead-lettered. When ctx ends first,
+// it cancels in-flight requests and retries and returns an error with the
+// count of events not delivered. With SpoolDir those events stay on disk
+// and are delivered after the next New. Without it they are dead-lettered
+// in memory and lost when the process exits. Shutdown then closes the
+// spool. It is safe to call more than once.
 func (b *Bridge) Shutdown(ctx context.Context) error {
-	return b.pool.Shutdown(ctx)
+	err := b.pool.Shutdown(ctx)
+	b.closeOnce.Do(func() {
+		b.client.CloseIdleConnections()
+		b.closeErr = b.spool.Close()
+		if b.closeErr != nil {
+			b.log.Error("closing the spool failed", zap.Error(b.closeErr))
+		}
+	})
+	return errors.Join(err, b.closeErr)
+}
+
+// Ready returns an error while the bridge cannot deliver: Mixpanel rejects
+// the token or secret (events are kept meanwhile), or the bridge is shut
+// down.
+func (b *Bridge) Ready() error {
+	return b.pool.Ready()
 }
 
 // Stats are counters of a Bridge since it started.
 type Stats struct {
 	// Webhook responses by status.
-	Accepted         int64 // 200, queued
+	Accepted         int64 // 200, stored for delivery
+	Duplicates       int64 // 200, a redelivery within DedupWindow, not sent again
 	BadRequest       int64 // 400, not a Branch event
 	MethodNotAllowed int64 // 405
 	TooLarge         int64 // 413
 	UnsupportedMedia int64 // 415
-	Unavailable      int64 // 503, queue full or shutting down
+	Unavailable      int64 // 503, spool full, spool write failed or shutting down
 
 	// Delivery.
 	Delivered    int64 // events imported by Mixpanel
 	DeadLettered int64 // events and profile updates given up on
 	Retries      int64 // resends after a failed attempt
-	Queued       int   // events waiting for a worker now
+	Pending      int   // events accepted and not yet delivered
+	SpoolBytes   int64 // estimated size of the pending events
+	DeadLetters  int   // dead letters kept now
 }
 
 // Stats returns the bridge's counters.
@@ -160,6 +224,7 @@ func (b *Bridge) Stats() Stats {
 	ps := b.pool.Stats()
 	return Stats{
 		Accepted:         b.webhooks.accepted.Load(),
+		Duplicates:       ps.Deduplicated,
 		BadRequest:       b.webhooks.badRequest.Load(),
 		MethodNotAllowed: b.webhooks.methodNotAllowed.Load(),
 		TooLarge:         b.webhooks.tooLarge.Load(),
@@ -168,49 +233,14 @@ func (b *Bridge) Stats() Stats {
 		Delivered:        ps.Delivered,
 		DeadLettered:     ps.DeadLettered,
 		Retries:          ps.Retries,
-		Queued:           ps.Queued,
+		Pending:          ps.Pending,
+		SpoolBytes:       ps.SpoolBytes,
+		DeadLetters:      ps.DeadLetters,
 	}
 }
 
 type webhookCounters struct {
 	accepted, badRequest, methodNotAllowed, tooLarge, unsupportedMedia, unavailable atomic.Int64
-}
-
-// DeadLetter is an event or profile update the bridge gave up on.
-type DeadLetter struct {
-	EventName string
-	EventID   string          // Branch's event id, or "" when it had none
-	Stage     string          // resolve, map, import, engage set_once, engage set or shutdown
-	Reason    string          // cause of the failure
-	Status    int             // last HTTP status from Mixpanel, or 0
-	Body      string          // last response body from Mixpanel
-	Attempts  int             // sends tried
-	Payload   json.RawMessage // the Mixpanel event JSON, or nil if mapping never ran
-	First     time.Time       // first attempt
-	Last      time.Time       // when it was given up on
-}
-
-// DeadLetters returns the dead letters kept in memory, oldest first.
-func (b *Bridge) DeadLetters() []DeadLetter {
-	internal := b.pool.DeadLetters()
-	out := make([]DeadLetter, len(internal))
-	for i, dl := range internal {
-		out[i] = DeadLetter{
-			EventName: dl.Event.Name,
-			EventID:   dl.Event.ID,
-			Stage:     dl.Stage,
-			Reason:    dl.Reason,
-			Status:    dl.Status,
-			Body:      dl.Body,
-			Attempts:  dl.Attempts,
-			First:     dl.First,
-			Last:      dl.Last,
-		}
-		if dl.Record != nil {
-			out[i].Payload, _ = json.Marshal(dl.Record.Event)
-		}
-	}
-	return out
 }
 
 // DefaultEventName is the default Config.EventName: "[Branch] install",

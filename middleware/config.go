@@ -69,9 +69,25 @@ type Config struct {
 	// also the number of Mixpanel requests in flight at once. Default 4.
 	Workers int
 
-	// QueueCapacity is the number of accepted events that may wait for a
-	// worker. When it is full, webhooks get 503. Default 10000.
+	// QueueCapacity is the number of accepted events that the in-memory
+	// spool holds until Mixpanel confirms them. When it is full, webhooks
+	// get 503. It does not apply with SpoolDir. Default 10000.
 	QueueCapacity int
+
+	// SpoolDir makes the bridge durable: every accepted event is written
+	// to a bbolt file in this directory before the webhook gets 200, and
+	// stays there until Mixpanel confirmed it, across crashes and
+	// restarts. Empty means an in-memory spool that a crash loses.
+	SpoolDir string
+
+	// SpoolMaxBytes bounds the pending events in SpoolDir; beyond it
+	// webhooks get 503. Default 1 GiB.
+	SpoolMaxBytes int64
+
+	// DedupWindow is how long an event's $insert_id is remembered, so a
+	// redelivery of the same Branch event is answered 200 and not sent
+	// again. Default 24h; a negative value turns deduplication off.
+	DedupWindow time.Duration
 
 	// BatchSize is the maximum number of events in one /import request,
 	// at most 2000. Default 2000.
@@ -123,8 +139,8 @@ type Config struct {
 	RetryBackoff    time.Duration
 	RetryMaxBackoff time.Duration
 
-	// MaxDeadLetters is how many dead letters are kept in memory for
-	// DeadLetters; older ones are discarded and logged. Default 1000.
+	// MaxDeadLetters is how many dead letters are kept; older ones are
+	// deleted. Default 10000.
 	MaxDeadLetters int
 }
 
@@ -143,7 +159,9 @@ const (
 	DefaultMaxRetryAge     = 30 * time.Minute
 	DefaultRetryBackoff    = 2 * time.Second
 	DefaultRetryMaxBackoff = 60 * time.Second
-	DefaultMaxDeadLetters  = 1000
+	DefaultMaxDeadLetters  = 10000
+	DefaultSpoolMaxBytes   = 1 << 30
+	DefaultDedupWindow     = 24 * time.Hour
 )
 
 // maxBatchSize is Mixpanel's limit of events in one /import request.
@@ -199,6 +217,7 @@ func (c *Config) validate() error {
 		{"RetryBackoff", int64(c.RetryBackoff)},
 		{"RetryMaxBackoff", int64(c.RetryMaxBackoff)},
 		{"MaxDeadLetters", int64(c.MaxDeadLetters)},
+		{"SpoolMaxBytes", c.SpoolMaxBytes},
 	} {
 		if f.value < 0 {
 			return invalid(f.name, "must not be negative")
@@ -236,12 +255,17 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.RetryBackoff, DefaultRetryBackoff)
 	setDefault(&c.RetryMaxBackoff, DefaultRetryMaxBackoff)
 	setDefault(&c.MaxDeadLetters, DefaultMaxDeadLetters)
+	setDefault(&c.SpoolMaxBytes, DefaultSpoolMaxBytes)
+	setDefault(&c.DedupWindow, DefaultDedupWindow)
 	if c.RetryMaxBackoff < c.RetryBackoff {
 		c.RetryMaxBackoff = c.RetryBackoff
 	}
 
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: c.Timeout}
+		// An own transport, so closing its idle connections at Shutdown
+		// leaves the host's other clients alone.
+		transport := http.DefaultTransport.(*http.Transport).Clone()
+		c.HTTPClient = &http.Client{Timeout: c.Timeout, Transport: transport}
 	} else if c.HTTPClient.Timeout == 0 {
 		hc := *c.HTTPClient
 		hc.Timeout = c.Timeout

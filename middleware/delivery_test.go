@@ -316,15 +316,15 @@ func TestPartialFailureDeadLettersOnlyFailed(t *testing.T) {
 	if got := len(requestsTo(mp, "/import")); got != 1 {
 		t.Errorf("import requests: got %d, want 1 (the batch must not be resent)", got)
 	}
-	dead := b.DeadLetters()
+	dead := deadLetters(t, b)
 	if len(dead) != 1 {
 		t.Fatalf("dead letters: got %d, want 1", len(dead))
 	}
 	if !strings.Contains(dead[0].Reason, "properties.time") || dead[0].Status != 400 {
 		t.Errorf("dead letter: got reason %q status %d, want the failed field and 400", dead[0].Reason, dead[0].Status)
 	}
-	if len(dead[0].Payload) == 0 {
-		t.Error("dead letter has no Mixpanel payload")
+	if len(dead[0].Record) == 0 {
+		t.Error("dead letter has no Mixpanel record")
 	}
 	if got := b.Stats().Delivered; got != 2 {
 		t.Errorf("Delivered: got %d, want 2", got)
@@ -341,7 +341,7 @@ func TestUnparseable400DeadLettersBatch(t *testing.T) {
 	sendEvent(t, b, 2)
 	shutdown(t, b)
 
-	if got := len(b.DeadLetters()); got != 2 {
+	if got := len(deadLetters(t, b)); got != 2 {
 		t.Errorf("dead letters: got %d, want 2", got)
 	}
 	if got := len(requestsTo(mp, "/import")); got != 1 {
@@ -384,7 +384,7 @@ func TestTooLargeSingleEventDeadLettered(t *testing.T) {
 	sendEvent(t, b, 1)
 	shutdown(t, b)
 
-	dead := b.DeadLetters()
+	dead := deadLetters(t, b)
 	if len(dead) != 1 || dead[0].Status != 413 {
 		t.Fatalf("dead letters: got %+v, want one with status 413", dead)
 	}
@@ -404,7 +404,7 @@ func TestRetryBudgetDeadLetters(t *testing.T) {
 	if got := len(requestsTo(mp, "/import")); got != 3 {
 		t.Errorf("import requests: got %d, want 3", got)
 	}
-	dead := b.DeadLetters()
+	dead := deadLetters(t, b)
 	if len(dead) != 1 {
 		t.Fatalf("dead letters: got %d, want 1", len(dead))
 	}
@@ -430,7 +430,7 @@ func TestUnauthorizedKeepsEvents(t *testing.T) {
 	sendEvent(t, b, 1)
 	shutdown(t, b)
 
-	if got := len(b.DeadLetters()); got != 0 {
+	if got := len(deadLetters(t, b)); got != 0 {
 		t.Errorf("dead letters: got %d, want 0", got)
 	}
 	if got := len(mp.Events()); got != 1 {
@@ -453,7 +453,7 @@ func TestEngageZeroIsRetried(t *testing.T) {
 	if !bytes.Equal(engages[0].Body, engages[1].Body) {
 		t.Error("engage retry body differs from the first attempt")
 	}
-	if got := len(b.DeadLetters()); got != 0 {
+	if got := len(deadLetters(t, b)); got != 0 {
 		t.Errorf("dead letters: got %d, want 0", got)
 	}
 }
@@ -498,7 +498,7 @@ func TestShutdownDeadlineReportsLoss(t *testing.T) {
 	if !strings.Contains(err.Error(), "3 events not delivered") {
 		t.Errorf("Shutdown error: got %q, want the count of 3", err)
 	}
-	dead := b.DeadLetters()
+	dead := deadLetters(t, b)
 	if len(dead) != 3 || dead[0].Stage != "shutdown" {
 		t.Errorf("dead letters: got %+v, want 3 with stage shutdown", dead)
 	}
@@ -527,7 +527,7 @@ func TestResolverFailuresAreContained(t *testing.T) {
 	shutdown(t, b)
 
 	stages := map[string]int{}
-	for _, dl := range b.DeadLetters() {
+	for _, dl := range deadLetters(t, b) {
 		stages[dl.Stage]++
 	}
 	if stages["resolve"] != 2 {
@@ -564,4 +564,13 @@ func TestMixpanelJSONHasNoFloatIDs(t *testing.T) {
 	if !bytes.Contains(imports[0].Body, []byte(`"~id":"467391383381228204"`)) {
 		t.Errorf("link id above 2^53 not sent as an exact string: %s", imports[0].Body)
 	}
+}
+
+func deadLetters(t *testing.T, b *Bridge) []DeadLetter {
+	t.Helper()
+	dead, err := b.DeadLetters(0)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	return dead
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/branchmp/branchmp/internal/branch"
 	"github.com/branchmp/branchmp/internal/delivery"
 	"github.com/branchmp/branchmp/internal/logfield"
+	"github.com/branchmp/branchmp/internal/mapping"
+	"github.com/branchmp/branchmp/internal/spool"
 )
 
 const allowedMethods = "GET, POST, OPTIONS"
@@ -21,18 +23,18 @@ const allowedMethods = "GET, POST, OPTIONS"
 // errBodyTooLarge marks a body over MaxBodyBytes, compressed or not.
 var errBodyTooLarge = errors.New("body too large")
 
-// ServeHTTP checks, decodes and queues one webhook, and responds without
+// ServeHTTP checks, decodes and stores one webhook, and responds without
 // waiting for Mixpanel. See the README for the meaning of each status.
 func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var (
-		ev  *branch.Event
+		in  webhook
 		err error
 	)
 	switch r.Method {
 	case http.MethodPost:
-		ev, err = b.decodePost(w, r)
+		in, err = b.decodePost(w, r)
 	case http.MethodGet:
-		ev, err = branch.DecodeQuery(r.URL.Query(), b.queryParams)
+		in, err = b.decodeQuery(r.URL.RawQuery)
 	case http.MethodOptions:
 		w.Header().Set("Allow", allowedMethods)
 		w.WriteHeader(http.StatusNoContent)
@@ -47,17 +49,39 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	switch err := b.pool.TryEnqueue(delivery.NewJob(ev, b.now())); {
-	case errors.Is(err, delivery.ErrQueueFull):
-		b.reject(w, r, http.StatusServiceUnavailable, "queue is full", nil)
+	entry := &spool.Entry{
+		Key:      mapping.InsertID(in.event),
+		Received: b.now(),
+		Query:    in.query,
+		Payload:  in.payload,
+		Value:    in.event,
+	}
+	switch err := b.pool.Accept(entry); {
+	case err == nil:
+		b.webhooks.accepted.Add(1)
+	case errors.Is(err, spool.ErrDuplicate):
+		// A redelivery: Branch retries after a timeout. The first copy is
+		// already on its way.
+	case errors.Is(err, spool.ErrFull):
+		b.reject(w, r, http.StatusServiceUnavailable, "spool is full", nil)
 		return
-	case err != nil:
+	case errors.Is(err, delivery.ErrClosed), errors.Is(err, spool.ErrClosed):
 		b.reject(w, r, http.StatusServiceUnavailable, "shutting down", nil)
 		return
+	default:
+		b.log.Error("storing a webhook failed", zap.Error(err))
+		b.reject(w, r, http.StatusServiceUnavailable, "storing the webhook failed", nil)
+		return
 	}
-	b.webhooks.accepted.Add(1)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "ok\n")
+}
+
+// webhook is a decoded webhook with the payload the spool keeps.
+type webhook struct {
+	event   *branch.Event
+	payload []byte // JSON body, or query string when query is set
+	query   bool
 }
 
 // unsupportedMediaError is a content type or encoding the bridge does not
@@ -68,33 +92,46 @@ func (e *unsupportedMediaError) Error() string { return "unsupported " + e.what 
 
 // decodePost reads and decodes a POST body: JSON, or a form decoded like a
 // GET query.
-func (b *Bridge) decodePost(w http.ResponseWriter, r *http.Request) (*branch.Event, error) {
+func (b *Bridge) decodePost(w http.ResponseWriter, r *http.Request) (webhook, error) {
 	isForm := false
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		media, _, err := mime.ParseMediaType(ct)
 		switch {
 		case err != nil:
-			return nil, &unsupportedMediaError{"content type"}
+			return webhook{}, &unsupportedMediaError{"content type"}
 		case isJSONMedia(media):
 		case media == "application/x-www-form-urlencoded":
 			isForm = true
 		default:
-			return nil, &unsupportedMediaError{"content type " + media}
+			return webhook{}, &unsupportedMediaError{"content type " + media}
 		}
 	}
 
 	body, err := b.readBody(w, r)
 	if err != nil {
-		return nil, err
+		return webhook{}, err
 	}
 	if isForm {
-		form, err := url.ParseQuery(string(body))
-		if err != nil {
-			return nil, branch.ErrInvalidJSON
-		}
-		return branch.DecodeQuery(form, b.queryParams)
+		return b.decodeQuery(string(body))
 	}
-	return branch.Decode(body)
+	ev, err := branch.Decode(body)
+	if err != nil {
+		return webhook{}, err
+	}
+	return webhook{event: ev, payload: body}, nil
+}
+
+// decodeQuery decodes a GET query or a form body.
+func (b *Bridge) decodeQuery(raw string) (webhook, error) {
+	query, err := url.ParseQuery(raw)
+	if err != nil {
+		return webhook{}, errors.Join(branch.ErrInvalidJSON, err)
+	}
+	ev, err := branch.DecodeQuery(query, b.queryParams, b.ignore...)
+	if err != nil {
+		return webhook{}, err
+	}
+	return webhook{event: ev, payload: []byte(raw), query: true}, nil
 }
 
 // readBody reads the request body up to MaxBodyBytes, after gzip

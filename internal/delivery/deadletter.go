@@ -1,58 +1,90 @@
 package delivery
 
 import (
+	"encoding/json"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/branchmp/branchmp/internal/logfield"
+	"github.com/branchmp/branchmp/internal/spool"
 )
 
-// deadLetter records that jobs were given up on, with the reason in tmpl.
-func (p *Pool) deadLetter(jobs []*Job, tmpl DeadLetter) {
+// DeadLetter describes why jobs were given up on. The pool fills in each
+// job's spool entry.
+type DeadLetter struct {
+	Stage    string // decode, resolve, map, import, engage set_once, engage set or shutdown
+	Reason   string
+	Status   int    // last HTTP status, or 0
+	Body     string // last response body, or ""
+	Attempts int
+	First    time.Time // first attempt
+}
+
+// deadLetter moves jobs from the spool to its dead letters and logs them
+// once. A failed write is logged: the jobs then stay pending in the spool.
+func (p *Pool) deadLetter(jobs []*Job, why DeadLetter) {
 	if len(jobs) == 0 {
 		return
 	}
-	tmpl.Last = time.Now()
+	now := time.Now()
+	dls := make([]spool.DeadLetter, len(jobs))
+	for i, j := range jobs {
+		entry := *j.entry
+		if entry.Record == nil && j.record != nil {
+			// Keep the mapped payload, so a person sees what was sent
+			// and a replay sends the same dedup tuple.
+			entry.Record, _ = json.Marshal(j.record)
+		}
+		dls[i] = spool.DeadLetter{
+			Entry: entry, Stage: why.Stage, Reason: why.Reason, Status: why.Status,
+			Body: why.Body, Attempts: why.Attempts, First: why.First, Last: now,
+		}
+	}
 	p.deadLettered.Add(int64(len(jobs)))
 
-	p.log.Error("dead-lettered",
-		zap.String(logfield.Stage, tmpl.Stage),
-		zap.String(logfield.Reason, tmpl.Reason),
-		zap.Int(logfield.Status, tmpl.Status),
-		zap.Int(logfield.Attempt, tmpl.Attempts),
+	fields := []zap.Field{
+		zap.String(logfield.Stage, why.Stage),
+		zap.String(logfield.Reason, why.Reason),
+		zap.Int(logfield.Status, why.Status),
+		zap.Int(logfield.Attempt, why.Attempts),
 		zap.Int(logfield.Count, len(jobs)),
-		zap.String(logfield.EventID, firstEventID(jobs)))
-
-	p.dlMu.Lock()
-	defer p.dlMu.Unlock()
-	for _, j := range jobs {
-		dl := tmpl
-		dl.Event = j.Event
-		dl.Record = j.record
-		p.deadLetters = append(p.deadLetters, dl)
+		zap.String(logfield.EventID, jobs[0].eventID()),
 	}
-	if over := len(p.deadLetters) - p.cfg.MaxDeadLetters; over > 0 {
-		p.log.Error("dead letters over the in-memory limit, oldest discarded",
-			zap.Int(logfield.Count, over))
-		p.deadLetters = append(p.deadLetters[:0:0], p.deadLetters[over:]...)
+	if err := p.cfg.Spool.DeadLetter(dls...); err != nil {
+		p.log.Error("storing dead letters failed; the events stay in the spool",
+			append(fields, zap.Error(err))...)
+		return
 	}
+	p.log.Error("dead-lettered", fields...)
 }
 
-// abandon dead-letters jobs that Shutdown's deadline cut off.
+// abandon handles jobs that Shutdown's deadline cut off: a durable spool
+// keeps them for the next start, a memory spool dead-letters them.
 func (p *Pool) abandon(jobs []*Job) {
 	if len(jobs) == 0 {
 		return
 	}
 	p.abandoned.Add(int64(len(jobs)))
+	if p.cfg.Durable {
+		return
+	}
 	p.deadLetter(jobs, DeadLetter{Stage: "shutdown", Reason: "shutdown deadline passed"})
 }
 
-func firstEventID(jobs []*Job) string {
-	for _, j := range jobs {
-		if j.Event.ID != "" {
-			return j.Event.ID
-		}
+// complete removes delivered jobs from the spool. A failed write is logged:
+// the jobs are then sent again after a restart, with the same $insert_id,
+// and Mixpanel drops the duplicates.
+func (p *Pool) complete(jobs []*Job) {
+	if len(jobs) == 0 {
+		return
 	}
-	return ""
+	seqs := make([]uint64, len(jobs))
+	for i, j := range jobs {
+		seqs[i] = j.entry.Seq
+	}
+	if err := p.cfg.Spool.Done(seqs...); err != nil {
+		p.log.Error("removing delivered events from the spool failed",
+			zap.Int(logfield.Count, len(jobs)), zap.Error(err))
+	}
 }

@@ -2,11 +2,13 @@
 // accepted event's identity, maps it, batches records and sends them to
 // Mixpanel with retries, and dead-letters what it cannot deliver.
 //
-// Events flow through three stages connected by channels:
+// Every accepted event is first stored in a spool. From there it flows
+// through goroutines connected by channels:
 //
-//	intake (bounded queue) -> workers (resolve, map) -> batcher -> senders
+//	spool -> feeder -> workers (resolve, map) -> batcher -> senders
 //
-// Every goroutine is owned by the Pool and ends in Shutdown.
+// An event leaves the spool only when Mixpanel confirmed it or it was
+// dead-lettered. Every goroutine is owned by the Pool and ends in Shutdown.
 package delivery
 
 import (
@@ -20,15 +22,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/branchmp/branchmp/identity"
+	"github.com/branchmp/branchmp/internal/branch"
 	"github.com/branchmp/branchmp/internal/logfield"
 	"github.com/branchmp/branchmp/internal/mapping"
 	"github.com/branchmp/branchmp/internal/mpclient"
+	"github.com/branchmp/branchmp/internal/spool"
 )
 
-// Errors returned by TryEnqueue.
+// Errors returned by Accept and Ready.
 var (
-	ErrQueueFull = errors.New("delivery: queue is full")
-	ErrClosed    = errors.New("delivery: pool is shut down")
+	ErrClosed       = errors.New("delivery: pool is shut down")
+	ErrUnauthorized = errors.New("delivery: Mixpanel rejected the token or secret")
 )
 
 // Config configures a Pool. Every field must be set: the public package
@@ -40,47 +44,58 @@ type Config struct {
 	EventName       mapping.EventNamer
 	Logger          *zap.Logger
 
+	// Spool stores accepted events until they are delivered. Durable
+	// reports whether it survives a restart: then Shutdown leaves
+	// undelivered events in it instead of dead-lettering them.
+	Spool   spool.Spool
+	Durable bool
+
+	// Decode decodes an entry's payload when the entry has no decoded
+	// event, as after a restart.
+	Decode func(*spool.Entry) (*branch.Event, error)
+
 	Workers       int           // resolving and sending goroutines, each
-	QueueCapacity int           // accepted events waiting for a worker
 	BatchSize     int           // max events in one /import request
 	BatchBytes    int           // max uncompressed JSON bytes in one request
 	FlushInterval time.Duration // max wait before a partial batch is sent
 
-	MaxAttempts    int           // sends of one batch before dead-lettering
-	MaxAge         time.Duration // time since the first send before dead-lettering
-	RetryBase      time.Duration // first backoff window
-	RetryMax       time.Duration // backoff cap
-	MaxDeadLetters int           // dead letters kept in memory
+	MaxAttempts int           // tries of one event or batch before dead-lettering
+	MaxAge      time.Duration // time since the first try before dead-lettering
+	RetryBase   time.Duration // first backoff window
+	RetryMax    time.Duration // backoff cap
 }
 
-// resolverAttempts is how often a worker calls a failing resolver before it
-// dead-letters the event.
-const resolverAttempts = 3
+// feedChunk is how many spooled entries the feeder loads at once. It is
+// also the intake channel's capacity, so at most this many loaded entries
+// wait for a worker.
+const feedChunk = 256
 
 // Stats are the pool's counters since it started.
 type Stats struct {
-	Accepted     int64 // events enqueued
+	Accepted     int64 // events stored in the spool
+	Deduplicated int64 // events recognised as redeliveries and skipped
 	Delivered    int64 // events Mixpanel imported
 	DeadLettered int64 // events and profile updates given up on
 	Retries      int64 // resends after a failed attempt
-	QueueFull    int64 // events rejected because the queue was full
-	Queued       int   // events waiting in the intake queue now
+	Pending      int   // events in the spool, not yet delivered
+	SpoolBytes   int64 // estimated size of the pending events
+	DeadLetters  int   // dead letters kept in the spool
 }
 
-// Pool delivers jobs to Mixpanel. It is safe for concurrent use.
+// Pool delivers spooled events to Mixpanel. It is safe for concurrent use.
 type Pool struct {
 	cfg Config
 	log *zap.Logger
 
-	// mu guards closed and the close of intake, so TryEnqueue never sends
-	// on a closed channel. TryEnqueue holds it shared, Shutdown exclusive.
-	mu     sync.RWMutex
-	closed bool
-	intake chan *Job
+	// mu makes closing atomic with respect to Accept: once Shutdown holds
+	// it and sets closed, no Append is in progress or can start, so the
+	// feeder's final drain sees every accepted event.
+	mu      sync.RWMutex
+	closed  bool
+	closing chan struct{} // closed by Shutdown
+	notify  chan struct{} // wakes the feeder; capacity 1 so a signal is never lost
 
-	// records carries mapped jobs to the batcher, batches carries full
-	// batches to the senders. Both are unbuffered: the intake queue is
-	// the only place where events wait, so its capacity bounds memory.
+	intake  chan *Job
 	records chan *Job
 	batches chan []*Job
 	done    chan struct{}
@@ -89,23 +104,26 @@ type Pool struct {
 	cancel context.CancelFunc
 	gate   gate
 
-	accepted, delivered, deadLettered, retries, queueFull atomic.Int64
-	abandoned                                             atomic.Int64
+	unauthorized atomic.Bool
 
-	dlMu        sync.Mutex
-	deadLetters []DeadLetter
+	accepted, deduplicated, delivered, deadLettered, retries atomic.Int64
+	abandoned                                                atomic.Int64
 
 	authLogMu    sync.Mutex
 	authLoggedAt time.Time
+	shutdownOnce sync.Once
 }
 
-// Start starts the pool's goroutines.
+// Start starts the pool's goroutines. Events already in the spool, left by
+// an earlier run, are delivered first.
 func Start(cfg Config) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		intake:  make(chan *Job, cfg.QueueCapacity),
+		closing: make(chan struct{}),
+		notify:  make(chan struct{}, 1),
+		intake:  make(chan *Job, feedChunk),
 		records: make(chan *Job),
 		batches: make(chan []*Job),
 		done:    make(chan struct{}),
@@ -118,6 +136,7 @@ func Start(cfg Config) *Pool {
 		workers.Go(p.work)
 		senders.Go(p.send)
 	}
+	go p.feed()
 	go p.batch()
 	go func() {
 		workers.Wait()
@@ -126,80 +145,121 @@ func Start(cfg Config) *Pool {
 		close(p.done)
 	}()
 
+	st := cfg.Spool.Stats()
 	p.log.Info("delivery started",
-		zap.Int(logfield.Workers, cfg.Workers), zap.Int(logfield.Queue, cfg.QueueCapacity))
+		zap.Int(logfield.Workers, cfg.Workers),
+		zap.Int(logfield.Pending, st.Pending),
+		zap.Int(logfield.DeadLetters, st.DeadLetters))
 	return p
 }
 
-// TryEnqueue queues j without blocking. It returns ErrQueueFull when the
-// queue is full and ErrClosed after Shutdown.
-func (p *Pool) TryEnqueue(j *Job) error {
+// Accept stores e in the spool and wakes the feeder. It never waits for a
+// worker. It returns spool.ErrDuplicate for a redelivery within the dedup
+// window, spool.ErrFull when the spool is at its limit, ErrClosed after
+// Shutdown, or the spool's write error.
+func (p *Pool) Accept(e *spool.Entry) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
 		return ErrClosed
 	}
+	err := p.cfg.Spool.Append(e)
+	switch {
+	case errors.Is(err, spool.ErrDuplicate):
+		p.deduplicated.Add(1)
+		return err
+	case err != nil:
+		return err
+	}
+	p.accepted.Add(1)
+	p.wake()
+	return nil
+}
+
+func (p *Pool) wake() {
 	select {
-	case p.intake <- j:
-		p.accepted.Add(1)
-		return nil
+	case p.notify <- struct{}{}:
 	default:
-		p.queueFull.Add(1)
-		return ErrQueueFull
 	}
 }
 
-// Shutdown stops intake and waits until every queued and in-flight event
-// is delivered or dead-lettered. When ctx ends first, it cancels in-flight
-// requests and retries, dead-letters the remaining events with stage
-// "shutdown", and returns an error with their count. It is safe to call
-// more than once.
-func (p *Pool) Shutdown(ctx context.Context) error {
-	p.mu.Lock()
-	if !p.closed {
-		p.closed = true
-		close(p.intake)
-		p.log.Info("delivery stopping", zap.Int(logfield.Count, len(p.intake)))
+// Replay moves dead letters back into the spool with their frozen Mixpanel
+// records, so a replay sends the same dedup tuple, and wakes the feeder. No
+// seqs means every dead letter. It returns how many it replayed.
+func (p *Pool) Replay(seqs ...uint64) (int, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return 0, ErrClosed
 	}
-	p.mu.Unlock()
+	n, err := p.cfg.Spool.Replay(seqs...)
+	if n > 0 {
+		p.log.Info("dead letters replayed", zap.Int(logfield.Count, n))
+		p.wake()
+	}
+	return n, err
+}
+
+// Ready returns ErrUnauthorized while Mixpanel rejects the credentials,
+// and nil otherwise.
+func (p *Pool) Ready() error {
+	if p.unauthorized.Load() {
+		return ErrUnauthorized
+	}
+	return nil
+}
+
+// Shutdown stops intake and waits until the spool is empty, each event
+// delivered or dead-lettered. When ctx ends first, it cancels in-flight
+// requests and retries. The events not yet delivered then stay in a
+// durable spool for the next start, or are dead-lettered in a memory
+// spool, and the returned error gives their count. Shutdown is safe to
+// call more than once.
+func (p *Pool) Shutdown(ctx context.Context) error {
+	p.shutdownOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		close(p.closing)
+		p.mu.Unlock()
+		p.log.Info("delivery stopping", zap.Int(logfield.Pending, p.cfg.Spool.Stats().Pending))
+	})
 
 	select {
 	case <-p.done:
+	case <-ctx.Done():
 		p.cancel()
+		<-p.done
+	}
+	p.cancel()
+
+	left := p.abandoned.Load()
+	if left == 0 {
 		p.log.Info("delivery stopped")
 		return nil
-	case <-ctx.Done():
 	}
-
-	p.cancel()
-	<-p.done
-	lost := p.abandoned.Load()
-	if lost == 0 {
-		return nil
+	if p.cfg.Durable {
+		p.log.Warn("delivery stopped with events left in the spool for the next start",
+			zap.Int64(logfield.Count, left))
+		return fmt.Errorf("delivery: shutdown: %d events left in the spool: %w", left, ctx.Err())
 	}
 	p.log.Error("delivery stopped before every event was sent",
-		zap.Int64(logfield.Count, lost), zap.Error(ctx.Err()))
-	return fmt.Errorf("delivery: shutdown: %d events not delivered: %w", lost, ctx.Err())
+		zap.Int64(logfield.Count, left))
+	return fmt.Errorf("delivery: shutdown: %d events not delivered: %w", left, ctx.Err())
 }
 
 // Stats returns the pool's counters.
 func (p *Pool) Stats() Stats {
+	st := p.cfg.Spool.Stats()
 	return Stats{
 		Accepted:     p.accepted.Load(),
+		Deduplicated: p.deduplicated.Load(),
 		Delivered:    p.delivered.Load(),
 		DeadLettered: p.deadLettered.Load(),
 		Retries:      p.retries.Load(),
-		QueueFull:    p.queueFull.Load(),
-		Queued:       len(p.intake),
+		Pending:      st.Pending,
+		SpoolBytes:   st.Bytes,
+		DeadLetters:  st.DeadLetters,
 	}
-}
-
-// DeadLetters returns a copy of the dead letters kept in memory, oldest
-// first.
-func (p *Pool) DeadLetters() []DeadLetter {
-	p.dlMu.Lock()
-	defer p.dlMu.Unlock()
-	return append([]DeadLetter(nil), p.deadLetters...)
 }
 
 // sleep waits for d and reports whether the pool is still running.

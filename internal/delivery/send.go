@@ -28,6 +28,7 @@ func (p *Pool) send() {
 		}
 		imported := p.importJobs(jobs)
 		p.sendProfiles(imported)
+		p.complete(imported)
 	}
 }
 
@@ -44,6 +45,7 @@ func (p *Pool) importJobs(jobs []*Job) []*Job {
 
 		switch res.Outcome {
 		case mpclient.OK:
+			p.unauthorized.Store(false)
 			p.delivered.Add(int64(len(jobs)))
 			return jobs
 
@@ -124,6 +126,7 @@ func (p *Pool) retryDelay(stage string, n int, res mpclient.Result, attempt int,
 	}
 
 	if res.Outcome == mpclient.Unauthorized {
+		p.unauthorized.Store(true)
 		if p.shouldLogAuth() {
 			p.log.Error("mixpanel rejected the credentials; events are kept and retried", fields...)
 		}

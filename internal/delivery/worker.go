@@ -14,8 +14,8 @@ import (
 	"github.com/branchmp/branchmp/internal/mapping"
 )
 
-// work resolves and maps queued jobs and hands them to the batcher until
-// the intake queue is closed and empty.
+// work resolves and maps jobs and hands them to the batcher until intake
+// is closed and empty.
 func (p *Pool) work() {
 	for j := range p.intake {
 		if p.ctx.Err() != nil {
@@ -29,14 +29,24 @@ func (p *Pool) work() {
 	}
 }
 
-// prepare freezes j's identity and Mixpanel record. It returns false when
-// the job was dead-lettered instead.
+// prepare decodes j's event when needed and freezes its identity and
+// Mixpanel record. It returns false when the job was dead-lettered or
+// abandoned instead.
 func (p *Pool) prepare(j *Job) bool {
 	if j.record != nil {
-		return true
+		return p.measure(j)
 	}
 	first := time.Now()
-	who, attempts, err := p.resolve(j)
+	if j.event == nil {
+		ev, err := p.cfg.Decode(j.entry)
+		if err != nil {
+			p.deadLetter([]*Job{j}, DeadLetter{Stage: "decode", Reason: err.Error(), First: first})
+			return false
+		}
+		j.event = ev
+	}
+
+	who, attempts, err := p.resolve(j, first)
 	if err != nil {
 		if p.ctx.Err() != nil {
 			p.abandon([]*Job{j})
@@ -48,19 +58,17 @@ func (p *Pool) prepare(j *Job) bool {
 		return false
 	}
 
-	rec := mapping.Map(j.Event, who, mapping.Options{
+	rec := mapping.Map(j.event, who, mapping.Options{
 		EventName:  p.cfg.EventName,
-		ReceivedAt: j.ReceivedAt,
+		ReceivedAt: j.entry.Received,
 	})
-	data, err := json.Marshal(rec.Event)
-	if err != nil {
-		p.deadLetter([]*Job{j}, DeadLetter{
-			Stage: "map", Reason: err.Error(), Attempts: attempts, First: first,
-		})
+	j.record = &rec
+	if !p.measure(j) {
 		return false
 	}
-	j.record = &rec
-	j.size = len(data)
+	if p.cfg.Durable {
+		p.freeze(j)
+	}
 
 	if rec.TimeMissing {
 		p.log.Warn("event has no timestamp, sent with the time of receipt", p.jobFields(j)...)
@@ -72,13 +80,41 @@ func (p *Pool) prepare(j *Job) bool {
 	return true
 }
 
-// resolve calls the resolver for j's user, retrying errors with a short
-// backoff. ErrNotFound and an empty identity both mean an anonymous event.
+// measure sets j.size from the record's event JSON.
+func (p *Pool) measure(j *Job) bool {
+	data, err := json.Marshal(j.record.Event)
+	if err != nil {
+		p.deadLetter([]*Job{j}, DeadLetter{Stage: "map", Reason: err.Error(), First: time.Now()})
+		return false
+	}
+	j.size = len(data)
+	return true
+}
+
+// freeze stores j's record in the spool, so that after a restart a retry
+// sends the same identity, time and $insert_id even if the resolver would
+// now return another user. A failed write is logged and delivery goes on:
+// the event is still in the spool and is mapped again after a restart.
+func (p *Pool) freeze(j *Job) {
+	data, err := json.Marshal(j.record)
+	if err == nil {
+		err = p.cfg.Spool.Freeze(j.entry.Seq, data)
+	}
+	if err != nil {
+		p.log.Error("freezing the mapped event failed", append(p.jobFields(j), zap.Error(err))...)
+		return
+	}
+	j.entry.Record = data
+}
+
+// resolve asks the resolver for j's user. ErrNotFound and an empty identity
+// both mean an anonymous event. Other errors are retried like a transient
+// Mixpanel failure, with the same backoff and budget.
 //
-// TODO: a resolver that keeps failing blocks this worker for up to three
-// timeouts; failed events should go back to the queue instead.
-func (p *Pool) resolve(j *Job) (identity.Identity, int, error) {
-	ids := mapping.Identifiers(j.Event)
+// NOTE: the worker waits out the backoff itself, so a resolver that keeps
+// failing holds every worker, and new events wait in the spool meanwhile.
+func (p *Pool) resolve(j *Job, first time.Time) (identity.Identity, int, error) {
+	ids := mapping.Identifiers(j.event)
 	for attempt := 1; ; attempt++ {
 		who, err := p.callResolver(ids)
 		if errors.Is(err, identity.ErrNotFound) {
@@ -87,10 +123,10 @@ func (p *Pool) resolve(j *Job) (identity.Identity, int, error) {
 		if err == nil {
 			return who, attempt, nil
 		}
-		if attempt >= resolverAttempts || p.ctx.Err() != nil {
+		delay := backoff(attempt, p.cfg.RetryBase, p.cfg.RetryMax)
+		if attempt >= p.cfg.MaxAttempts || time.Since(first)+delay > p.cfg.MaxAge || p.ctx.Err() != nil {
 			return identity.Identity{}, attempt, err
 		}
-		delay := backoff(attempt, 100*time.Millisecond, 2*time.Second)
 		p.log.Warn("resolver failed, retrying", append(p.jobFields(j),
 			zap.Int(logfield.Attempt, attempt), zap.Duration(logfield.Delay, delay), zap.Error(err))...)
 		p.retries.Add(1)
@@ -115,12 +151,8 @@ func (p *Pool) callResolver(ids identity.Identifiers) (who identity.Identity, er
 
 // jobFields returns the log fields that identify j without personal data.
 func (p *Pool) jobFields(j *Job) []zap.Field {
-	id := j.Event.ID
-	if id == "" && j.record != nil {
-		id, _ = j.record.Event.Properties["$insert_id"].(string)
-	}
 	return []zap.Field{
-		zap.String(logfield.EventID, id),
-		zap.String(logfield.EventName, j.Event.Name),
+		zap.String(logfield.EventID, j.eventID()),
+		zap.String(logfield.EventName, j.eventName()),
 	}
 }

@@ -7,19 +7,22 @@ package logfield
 
 // Field keys.
 const (
-	EventID    = "event_id"   // Branch's event id, or the $insert_id when there is none
-	EventName  = "event_name" // Branch's event name as sent
-	Generation = "generation" // webhook generation: legacy, ontology or query
-	BatchSize  = "batch_size" // records in one Mixpanel request
-	Stage      = "stage"      // resolve, import, engage or shutdown
-	Outcome    = "outcome"    // classified Mixpanel answer
-	Status     = "status"     // HTTP status code
-	Attempt    = "attempt"    // 1-based attempt number
-	Delay      = "delay"      // wait before the next attempt
-	Reason     = "reason"     // why a request or event was rejected or dropped
-	Count      = "count"      // number of events concerned
-	Method     = "method"     // HTTP method of a webhook request
-	Path       = "path"       // URL path of a webhook request
-	Workers    = "workers"    // worker goroutines
-	Queue      = "queue"      // queue capacity
+	EventID     = "event_id"     // Branch's event id, or the $insert_id when there is none
+	EventName   = "event_name"   // Branch's event name as sent
+	Generation  = "generation"   // webhook generation: legacy, ontology or query
+	BatchSize   = "batch_size"   // records in one Mixpanel request
+	Stage       = "stage"        // decode, resolve, map, import, engage or shutdown
+	Outcome     = "outcome"      // classified Mixpanel response
+	Status      = "status"       // HTTP status code
+	Attempt     = "attempt"      // 1-based attempt number
+	Delay       = "delay"        // wait before the next attempt
+	Reason      = "reason"       // why a request or event was rejected or dropped
+	Count       = "count"        // number of events concerned
+	Method      = "method"       // HTTP method of a webhook request
+	Path        = "path"         // URL path of a webhook request
+	Workers     = "workers"      // worker goroutines
+	Queue       = "queue"        // queue capacity
+	Pending     = "pending"      // events in the spool, not yet delivered
+	DeadLetters = "dead_letters" // dead letters kept
+	Seq         = "seq"          // an event's position in the spool
 )

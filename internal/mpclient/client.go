@@ -47,7 +47,8 @@ type Config struct {
 
 // Client sends to one Mixpanel project. It is safe for concurrent use.
 type Client struct {
-	api *mixpanel.ApiClient
+	api  *mixpanel.ApiClient
+	http *http.Client
 }
 
 // New returns a Client. The given HTTP client is copied, not modified: the
@@ -80,7 +81,13 @@ func New(cfg Config) *Client {
 	case strings.EqualFold(cfg.Residency, ResidencyIN):
 		opts = append(opts, mixpanel.ProxyApiLocation(inEndpoint))
 	}
-	return &Client{api: mixpanel.NewApiClient(cfg.Token, opts...)}
+	return &Client{api: mixpanel.NewApiClient(cfg.Token, opts...), http: &hc}
+}
+
+// CloseIdleConnections closes the HTTP client's idle connections, so no
+// connection goroutine outlives the bridge.
+func (c *Client) CloseIdleConnections() {
+	c.http.CloseIdleConnections()
 }
 
 // Outcome is the class of a Mixpanel response, which decides what the

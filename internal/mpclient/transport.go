@@ -86,3 +86,11 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	}
 	return 0
 }
+
+// CloseIdleConnections closes the idle connections of the wrapped
+// transport, so that http.Client.CloseIdleConnections reaches it.
+func (t *recordingTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}

@@ -28,6 +28,7 @@ type Request struct {
 	Body            []byte           // decompressed body
 	Records         []map[string]any // the JSON array in Body, numbers as json.Number
 	Status          int              // status the server responded with
+	At              time.Time        // when the request arrived
 }
 
 // Response is a scripted response.
@@ -168,6 +169,7 @@ func (s *Server) wait(ctx context.Context, done func() bool) error {
 // ServeHTTP handles /import and /engage like Mixpanel.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := Request{
+		At:              time.Now(),
 		Path:            r.URL.Path,
 		Query:           r.URL.RawQuery,
 		ContentEncoding: r.Header.Get("Content-Encoding"),

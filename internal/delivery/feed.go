@@ -1,0 +1,81 @@
+package delivery
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"go.uber.org/zap"
+
+	"github.com/branchmp/branchmp/internal/branch"
+	"github.com/branchmp/branchmp/internal/logfield"
+	"github.com/branchmp/branchmp/internal/mapping"
+	"github.com/branchmp/branchmp/internal/spool"
+)
+
+// feed loads spooled entries in order and hands them to the workers. After
+// Shutdown it keeps loading until the spool has nothing new, then closes
+// intake; when Shutdown's deadline passes it stops at once.
+func (p *Pool) feed() {
+	defer close(p.intake)
+	var cursor uint64
+	for {
+		entries, err := p.cfg.Spool.Load(cursor, feedChunk)
+		if err != nil {
+			p.log.Error("spool read failed, retrying", zap.Error(err))
+			if !p.sleep(p.cfg.RetryBase) {
+				return
+			}
+			continue
+		}
+		for _, e := range entries {
+			cursor = e.Seq
+			select {
+			case p.intake <- p.newJob(e):
+			case <-p.ctx.Done():
+				return
+			}
+		}
+		if len(entries) > 0 {
+			continue
+		}
+
+		select {
+		case <-p.notify:
+		case <-p.closing:
+			// Accept can no longer add entries, so one more empty load
+			// means the spool is drained.
+			if more, err := p.cfg.Spool.Load(cursor, 1); err == nil && len(more) == 0 {
+				return
+			}
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
+// newJob builds a job from a spooled entry, restoring its decoded event and
+// frozen record when it has them.
+func (p *Pool) newJob(e *spool.Entry) *Job {
+	j := &Job{entry: e}
+	if ev, ok := e.Value.(*branch.Event); ok {
+		j.event = ev
+	}
+	if e.Record != nil {
+		var rec mapping.Record
+		if err := unmarshalRecord(e.Record, &rec); err != nil {
+			p.log.Error("frozen record unreadable, mapping the event again",
+				zap.Uint64(logfield.Seq, e.Seq), zap.Error(err))
+		} else {
+			j.record = &rec
+		}
+	}
+	return j
+}
+
+// unmarshalRecord decodes a frozen record with numbers kept as json.Number,
+// so encoding it again gives the same bytes.
+func unmarshalRecord(data []byte, rec *mapping.Record) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	return dec.Decode(rec)
+}
