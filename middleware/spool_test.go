@@ -36,6 +36,7 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 	cfg := testConfig(mp)
 	cfg.SpoolDir = t.TempDir()
 	cfg.Resolver = userResolver(&user)
+	cfg.MaxAttempts = 1_000_000 // nothing may be dead-lettered before the restart
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

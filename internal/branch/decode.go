@@ -84,6 +84,14 @@ var ontologyUserKeys = map[string]func(*User) *string{
 	"language":                func(u *User) *string { return &u.Language },
 }
 
+// formerUserKeys are user_data keys that Branch has renamed:
+// identity_id is now randomized_bundle_token and device_fingerprint_id is
+// now randomized_device_token.
+var formerUserKeys = map[string]bool{
+	"identity_id":           true,
+	"device_fingerprint_id": true,
+}
+
 func fromOntology(top map[string]any, name string) *Event {
 	ev := &Event{
 		Generation:   Ontology,
@@ -98,12 +106,21 @@ func fromOntology(top map[string]any, name string) *Event {
 	if ev.Timestamp == 0 {
 		ev.Timestamp = millisOf(top["event_timestamp"])
 	}
-	for k, v := range objectOf(top["user_data"]) {
-		if field, ok := ontologyUserKeys[k]; ok {
-			*field(&ev.User) = strings.TrimSpace(stringOf(v))
+	user := objectOf(top["user_data"])
+	for k, v := range user {
+		field, ok := ontologyUserKeys[k]
+		if !ok {
+			ev.User.Extra = put(ev.User.Extra, k, normalizeFlag(k, v))
 			continue
 		}
-		ev.User.Extra = put(ev.User.Extra, k, normalizeFlag(k, v))
+		if !formerUserKeys[k] {
+			*field(&ev.User) = strings.TrimSpace(stringOf(v))
+		}
+	}
+	// A former key fills its field only when the current key left it empty,
+	// so a body that carries both decodes the same way every time.
+	for k := range formerUserKeys {
+		setIfEmpty(ontologyUserKeys[k](&ev.User), strings.TrimSpace(stringOf(user[k])))
 	}
 	for k, v := range top {
 		switch k {

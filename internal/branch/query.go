@@ -74,7 +74,7 @@ func DecodeQuery(query url.Values, params map[string]string, ignore ...string) (
 
 	top := make(map[string]any, 8)
 	for _, param := range names {
-		if ignored(param, ignore) {
+		if param == "" || ignored(param, ignore) {
 			continue
 		}
 		value := firstNonEmpty(query[param])
@@ -98,10 +98,8 @@ func DecodeQuery(query url.Values, params map[string]string, ignore ...string) (
 
 func setQueryTarget(top map[string]any, target, value string) {
 	var v any = value
-	if numericTargets[target] {
-		if _, err := strconv.ParseFloat(value, 64); err == nil {
-			v = json.Number(value)
-		}
+	if numericTargets[target] && isJSONNumber(value) {
+		v = json.Number(value)
 	}
 	object, key, nested := strings.Cut(target, ".")
 	if !nested {
@@ -118,6 +116,16 @@ func setQueryTarget(top map[string]any, target, value string) {
 	if _, exists := m[key]; !exists {
 		m[key] = v
 	}
+}
+
+// isJSONNumber reports whether s is a JSON number literal that fits a
+// float64. ParseFloat alone also accepts "NaN", "Inf", "+5" and ".5", which
+// json.Marshal rejects as a json.Number.
+func isJSONNumber(s string) bool {
+	if _, err := strconv.ParseFloat(s, 64); err != nil {
+		return false
+	}
+	return json.Valid([]byte(s))
 }
 
 func firstNonEmpty(values []string) string {

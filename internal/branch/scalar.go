@@ -55,7 +55,8 @@ func millisOf(v any) int64 {
 		return 0
 	}
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
-		if f <= 0 || f > 1e15 {
+		// The negated test also rejects NaN, which ParseFloat accepts.
+		if !(f > 0 && f <= 1e15) {
 			return 0
 		}
 		if f < secondsLimit {

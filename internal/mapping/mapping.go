@@ -149,12 +149,12 @@ func receivedMillis(t time.Time) int64 {
 const insertIDPrefix = "br-"
 
 // InsertID returns the event's $insert_id: "br-" plus Branch's event id when
-// the id fits Mixpanel's format (at most 36 letters, digits and dashes), and
-// otherwise the first 32 hex digits of a SHA-256 over the whole decoded
+// the id fits Mixpanel's format (at most 36 letters, digits and dashes) and
+// is not a placeholder such as "0", and otherwise the first 32 hex digits of a SHA-256 over the whole decoded
 // event. The hash covers every field, so a redelivery of the same webhook
 // gets the same id whatever the order of its keys or query parameters.
 func InsertID(ev *branch.Event) string {
-	if id := ev.ID; id != "" && len(insertIDPrefix)+len(id) <= 36 && isInsertIDSafe(id) {
+	if id := ev.ID; !IsPlaceholder(id) && len(insertIDPrefix)+len(id) <= 36 && isInsertIDSafe(id) {
 		return insertIDPrefix + id
 	}
 	// encoding/json sorts map keys, so the encoding is canonical.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math/big"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -90,8 +91,8 @@ const maxNesting = 4
 var maxExactInt = big.NewInt(1 << 53)
 
 // sanitize makes a decoded JSON value safe for Mixpanel: integers beyond
-// 2^53 become strings so no digit is lost, objects inside lists are
-// flattened, nulls inside lists are dropped.
+// 2^53 become strings so no digit is lost, as do numbers beyond the float64
+// range. Objects inside lists are flattened, nulls inside lists are dropped.
 func sanitize(value any, depth int) any {
 	switch v := value.(type) {
 	case json.Number:
@@ -135,6 +136,11 @@ func flatten(dst map[string]any, prefix string, m map[string]any, depth int) {
 func sanitizeNumber(n json.Number) any {
 	s := n.String()
 	if strings.ContainsAny(s, ".eE") {
+		// A number beyond the float64 range, such as 1e400, has no
+		// float64 value, so it is sent as a string too.
+		if _, err := strconv.ParseFloat(s, 64); err != nil {
+			return s
+		}
 		return n
 	}
 	i, ok := new(big.Int).SetString(s, 10)
