@@ -155,8 +155,9 @@ func Middleware(cfg Config) func(http.Handler) http.Handler {
 	return Handler(cfg).Middleware
 }
 
-// Middleware wraps next so that requests for the configured Path reach the
-// bridge and every other request reaches next.
+// Middleware wraps next so that requests for exactly the configured Path
+// reach the bridge and every other request, "/branch/" included, reaches
+// next.
 //
 // With gorilla/mux, router.Use(bridge.Middleware) runs only for requests
 // that match a registered route, so an unregistered webhook path gets 404

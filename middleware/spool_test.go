@@ -16,7 +16,7 @@ import (
 )
 
 // userResolver resolves every developer identity to the user id that
-// current returns, so a test can change its answer between runs.
+// current returns, so a test can change its result between runs.
 func userResolver(current *atomic.Value) identity.Resolver {
 	return identity.ResolverFunc(func(context.Context, identity.Identifiers) (identity.Identity, error) {
 		return identity.Identity{UserID: current.Load().(string)}, nil
