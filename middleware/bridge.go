@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,9 @@ type Bridge struct {
 	queryParams map[string]string
 	ignore      []string // query parameters that are never event data
 	now         func() time.Time
+	auth        authenticator
+	ips         ipFilter
+	decodeSlots chan struct{} // one token per decode in progress
 
 	webhooks  webhookCounters
 	closeOnce sync.Once
@@ -60,6 +64,8 @@ func New(cfg Config) (*Bridge, error) {
 		return nil, err
 	}
 
+	allowed, _ := parsePrefixes("AllowedIPs", cfg.AllowedIPs) // validated above
+	trusted, _ := parsePrefixes("TrustedProxies", cfg.TrustedProxies)
 	b := &Bridge{
 		cfg:         cfg,
 		log:         log,
@@ -67,13 +73,20 @@ func New(cfg Config) (*Bridge, error) {
 		spool:       sp,
 		client:      newClient(cfg),
 		queryParams: params,
+		ignore:      []string{cfg.SecretParam},
 		now:         time.Now,
+		auth:        newAuthenticator(cfg),
+		ips:         ipFilter{allowed: allowed, trusted: trusted},
+		decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes),
+	}
+	if cfg.WebhookSecret == "" {
+		log.Warn("no WebhookSecret set: anyone who knows the webhook URL can post events")
 	}
 	b.pool = delivery.Start(delivery.Config{
 		Client:          b.client,
 		Resolver:        cfg.Resolver,
 		ResolverTimeout: cfg.ResolverTimeout,
-		EventName:       mapping.EventNamer(cfg.EventName),
+		Mapping:         mappingOptions(cfg),
 		Logger:          log,
 		Spool:           sp,
 		Durable:         cfg.SpoolDir != "",
@@ -88,6 +101,20 @@ func New(cfg Config) (*Bridge, error) {
 		RetryMax:        cfg.RetryMaxBackoff,
 	})
 	return b, nil
+}
+
+func mappingOptions(cfg Config) mapping.Options {
+	privacy := map[Privacy]mapping.Privacy{
+		PrivacyKeep: mapping.Keep,
+		PrivacyDrop: mapping.Drop,
+		PrivacyHash: mapping.Hash,
+	}
+	return mapping.Options{
+		EventName:   mapping.EventNamer(cfg.EventName),
+		IPAddresses: privacy[cfg.IPAddresses],
+		DeviceIDs:   privacy[cfg.DeviceIDs],
+		HashKey:     []byte(cfg.HashKey),
+	}
 }
 
 func newClient(cfg Config) *mpclient.Client {
@@ -163,15 +190,26 @@ func Middleware(cfg Config) func(http.Handler) http.Handler {
 // that match a registered route, so an unregistered webhook path gets 404
 // before the middleware runs. Wrap the whole router instead:
 // http.ListenAndServe(addr, bridge.Middleware(router)).
+//
+// With a WebhookSecret, Path plus one more segment (/branch/SECRET) also
+// reaches the bridge, so the secret can be part of the URL path.
 func (b *Bridge) Middleware(next http.Handler) http.Handler {
 	path := b.cfg.Path
+	withSegment := b.auth.enabled
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == path {
+		if r.URL.Path == path || withSegment && isChildSegment(r.URL.Path, path) {
 			b.ServeHTTP(w, r)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// isChildSegment reports whether p is parent plus exactly one non-empty
+// path segment.
+func isChildSegment(p, parent string) bool {
+	rest, ok := strings.CutPrefix(p, strings.TrimSuffix(parent, "/")+"/")
+	return ok && rest != "" && !strings.Contains(rest, "/")
 }
 
 // Shutdown stops accepting webhooks (later ones get 503) and waits until
@@ -205,7 +243,10 @@ type Stats struct {
 	// Webhook responses by status.
 	Accepted         int64 // 200, stored for delivery
 	Duplicates       int64 // 200, a redelivery within DedupWindow, not sent again
+	Robots           int64 // 200, robot traffic dropped
 	BadRequest       int64 // 400, not a Branch event
+	Unauthorized     int64 // 401, missing or wrong secret
+	Forbidden        int64 // 403, client address not allowed
 	MethodNotAllowed int64 // 405
 	TooLarge         int64 // 413
 	UnsupportedMedia int64 // 415
@@ -226,7 +267,10 @@ func (b *Bridge) Stats() Stats {
 	return Stats{
 		Accepted:         b.webhooks.accepted.Load(),
 		Duplicates:       ps.Deduplicated,
+		Robots:           b.webhooks.robots.Load(),
 		BadRequest:       b.webhooks.badRequest.Load(),
+		Unauthorized:     b.webhooks.unauthorized.Load(),
+		Forbidden:        b.webhooks.forbidden.Load(),
 		MethodNotAllowed: b.webhooks.methodNotAllowed.Load(),
 		TooLarge:         b.webhooks.tooLarge.Load(),
 		UnsupportedMedia: b.webhooks.unsupportedMedia.Load(),
@@ -241,7 +285,8 @@ func (b *Bridge) Stats() Stats {
 }
 
 type webhookCounters struct {
-	accepted, badRequest, methodNotAllowed, tooLarge, unsupportedMedia, unavailable atomic.Int64
+	accepted, robots, badRequest, unauthorized, forbidden     atomic.Int64
+	methodNotAllowed, tooLarge, unsupportedMedia, unavailable atomic.Int64
 }
 
 // DefaultEventName is the default Config.EventName: "[Branch] install",

@@ -89,6 +89,12 @@ func TestServeHTTPStatus(t *testing.T) {
 	const limit = 4096
 	atLimit := append(bytes.Repeat([]byte(" "), limit-len(install)), install...)
 	overLimit := append([]byte(" "), atLimit...)
+	var manyKeys strings.Builder
+	manyKeys.WriteString(`{"name":"OPEN"`)
+	for i := range 300 {
+		fmt.Fprintf(&manyKeys, `,"k%d":%d`, i, i)
+	}
+	manyKeys.WriteString("}")
 	bomb := gzipped(t, append(append([]byte(`{"name":"OPEN","x":"`), bytes.Repeat([]byte("a"), 64*limit)...), `"}`...))
 
 	tests := []struct {
@@ -124,6 +130,11 @@ func TestServeHTTPStatus(t *testing.T) {
 		{name: "empty body", method: "POST", contentType: "application/json", want: 400},
 		{name: "no event name", method: "POST", contentType: "application/json", body: []byte(`{"id":1}`), want: 400},
 		{name: "get without event", method: "GET", target: "/branch?id=12", want: 400},
+		{name: "many keys", method: "POST", contentType: "application/json", body: []byte(manyKeys.String()), want: 200},
+		{name: "invalid utf-8", method: "POST", contentType: "application/json", body: []byte("{\"name\":\"OPEN\",\"id\":\"u1\",\"x\":\"\xff\xfe\"}"), want: 200},
+		{name: "duplicate keys", method: "POST", contentType: "application/json", body: []byte(`{"name":"OPEN","id":"d1","name":"CLOSE"}`), want: 200},
+		{name: "huge numbers", method: "POST", contentType: "application/json", body: []byte(`{"name":"OPEN","id":"h1","x":1e400,"y":123456789012345678901234567890}`), want: 200},
+		{name: "head", method: "HEAD", target: "/branch?ev=OPEN&id=12", want: 200},
 		{name: "put", method: "PUT", body: install, want: 405, wantAllow: true},
 		{name: "delete", method: "DELETE", want: 405, wantAllow: true},
 		{name: "options", method: "OPTIONS", want: 204, wantAllow: true},
@@ -161,10 +172,21 @@ func TestServeHTTPStatus(t *testing.T) {
 				t.Errorf("status: got %d, want %d (body %q)", rec.Code, tt.want, rec.Body.String())
 			}
 			allow := rec.Header().Get("Allow")
-			if tt.wantAllow && allow != "GET, POST, OPTIONS" {
-				t.Errorf("Allow: got %q, want %q", allow, "GET, POST, OPTIONS")
+			if tt.wantAllow && allow != "GET, HEAD, POST, OPTIONS" {
+				t.Errorf("Allow: got %q, want %q", allow, "GET, HEAD, POST, OPTIONS")
 			}
 		})
+	}
+}
+
+func TestDeepNestingRejected(t *testing.T) {
+	// encoding/json stops at 10000 levels; the body stays under 1 MiB.
+	deep := strings.Repeat(`{"a":`, 20000) + "1" + strings.Repeat("}", 20000)
+	b := newBridge(t, testConfig(startMixpanel(t)))
+	rec := httptest.NewRecorder()
+	b.ServeHTTP(rec, httptest.NewRequest("POST", "/branch", strings.NewReader(`{"name":"OPEN","x":`+deep+`}`)))
+	if rec.Code != http.StatusBadRequest {
+		t.Errorf("status: got %d, want 400", rec.Code)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
 
@@ -85,8 +86,8 @@ type Config struct {
 	SpoolMaxBytes int64
 
 	// DedupWindow is how long an event's $insert_id is remembered, so a
-	// redelivery of the same Branch event is answered 200 and not sent
-	// again. Default 24h; a negative value turns deduplication off.
+	// redelivery of the same Branch event gets 200 and is not sent again.
+	// Default 24h. A negative value turns deduplication off.
 	DedupWindow time.Duration
 
 	// BatchSize is the maximum number of events in one /import request,
@@ -125,6 +126,57 @@ type Config struct {
 	// "custom_data.KEY". Unmapped parameters become custom properties.
 	QueryParams map[string]string
 
+	// WebhookSecret is a shared secret that every webhook must carry; a
+	// webhook without it gets 401. Branch signs nothing, so without a
+	// secret (the default) anyone with the URL can post events. A
+	// webhook may carry it in the query parameter SecretParam, the header
+	// SecretHeader, as the basic auth password, or as the last segment of
+	// the URL path, such as /branch/SECRET.
+	WebhookSecret string
+
+	// SecretParam is the query parameter that carries the secret. It is
+	// removed before the webhook is stored. Default "secret".
+	SecretParam string
+
+	// SecretHeader is the request header that carries the secret. Default
+	// "X-Webhook-Secret".
+	SecretHeader string
+
+	// SecretUser, when set, is the only basic auth user name accepted with
+	// the secret as password. Empty accepts any user name.
+	SecretUser string
+
+	// AllowedIPs lists the addresses and CIDR prefixes that may send
+	// webhooks; others get 403. Nil accepts every address.
+	// BranchWebhookIPs returns Branch's published list.
+	AllowedIPs []string
+
+	// TrustedProxies lists the proxies, as addresses or CIDR prefixes,
+	// whose X-Forwarded-For or Forwarded header names the client for
+	// AllowedIPs. A request from any other peer is judged by its own
+	// address.
+	TrustedProxies []string
+
+	// KeepRobots delivers events that Branch marks as robot traffic (an
+	// os or platform of ROBOT). By default they get 200 and are dropped.
+	KeepRobots bool
+
+	// IPAddresses and DeviceIDs set the treatment of the user's IP address
+	// and device ids before they reach Mixpanel: PrivacyKeep (default), PrivacyDrop or
+	// PrivacyHash. A dropped or hashed IP address is not geolocated.
+	IPAddresses Privacy
+	DeviceIDs   Privacy
+
+	// HashKey is the HMAC-SHA256 key for PrivacyHash, at least 16 bytes.
+	// Keep it secret and stable: the same id must hash the same way across
+	// restarts.
+	HashKey string
+
+	// MaxConcurrentDecodes bounds how many webhook bodies are decoded at
+	// once, which bounds the memory a flood of large bodies can take.
+	// Requests beyond it wait for a slot. Default 4 per CPU.
+	MaxConcurrentDecodes int
+
 	// MaxAttempts is how often a batch is sent before its events are
 	// dead-lettered. Default 12.
 	MaxAttempts int
@@ -143,6 +195,21 @@ type Config struct {
 	// deleted. Default 10000.
 	MaxDeadLetters int
 }
+
+// Privacy is the treatment of a personal identifier before it reaches
+// Mixpanel.
+type Privacy string
+
+// Privacy settings.
+const (
+	PrivacyKeep Privacy = "keep" // send it as it is (the default)
+	PrivacyDrop Privacy = "drop" // leave it out
+	PrivacyHash Privacy = "hash" // send its HMAC-SHA256 with HashKey
+)
+
+// minHashKey is the shortest HashKey accepted, so that hashed ids cannot
+// be recovered by trying every IPv4 address or device id with a guessed key.
+const minHashKey = 16
 
 // Defaults.
 const (
@@ -197,6 +264,26 @@ func (c *Config) validate() error {
 	if sa := c.ServiceAccount; sa != nil && (sa.Username == "" || sa.Secret == "" || sa.ProjectID <= 0) {
 		return invalid("ServiceAccount", "needs ProjectID, Username and Secret")
 	}
+	for _, f := range []struct {
+		name  string
+		value Privacy
+	}{{"IPAddresses", c.IPAddresses}, {"DeviceIDs", c.DeviceIDs}} {
+		switch f.value {
+		case "", PrivacyKeep, PrivacyDrop:
+		case PrivacyHash:
+			if len(c.HashKey) < minHashKey {
+				return invalid("HashKey", fmt.Sprintf("must have at least %d bytes when %s is %q", minHashKey, f.name, PrivacyHash))
+			}
+		default:
+			return invalid(f.name, fmt.Sprintf("%q is invalid: use keep, drop or hash", f.value))
+		}
+	}
+	if _, err := parsePrefixes("AllowedIPs", c.AllowedIPs); err != nil {
+		return err
+	}
+	if _, err := parsePrefixes("TrustedProxies", c.TrustedProxies); err != nil {
+		return err
+	}
 	if c.BatchSize > maxBatchSize {
 		return invalid("BatchSize", fmt.Sprintf("%d is over Mixpanel's limit of %d", c.BatchSize, maxBatchSize))
 	}
@@ -218,6 +305,7 @@ func (c *Config) validate() error {
 		{"RetryMaxBackoff", int64(c.RetryMaxBackoff)},
 		{"MaxDeadLetters", int64(c.MaxDeadLetters)},
 		{"SpoolMaxBytes", c.SpoolMaxBytes},
+		{"MaxConcurrentDecodes", int64(c.MaxConcurrentDecodes)},
 	} {
 		if f.value < 0 {
 			return invalid(f.name, "must not be negative")
@@ -256,6 +344,11 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.RetryMaxBackoff, DefaultRetryMaxBackoff)
 	setDefault(&c.MaxDeadLetters, DefaultMaxDeadLetters)
 	setDefault(&c.SpoolMaxBytes, DefaultSpoolMaxBytes)
+	setDefault(&c.SecretParam, DefaultSecretParam)
+	setDefault(&c.SecretHeader, DefaultSecretHeader)
+	setDefault(&c.IPAddresses, PrivacyKeep)
+	setDefault(&c.DeviceIDs, PrivacyKeep)
+	setDefault(&c.MaxConcurrentDecodes, 4*runtime.GOMAXPROCS(0))
 	setDefault(&c.DedupWindow, DefaultDedupWindow)
 	if c.RetryMaxBackoff < c.RetryBackoff {
 		c.RetryMaxBackoff = c.RetryBackoff

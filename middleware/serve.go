@@ -18,7 +18,7 @@ import (
 	"github.com/branchmp/branchmp/internal/spool"
 )
 
-const allowedMethods = "GET, POST, OPTIONS"
+const allowedMethods = "GET, HEAD, POST, OPTIONS"
 
 // errBodyTooLarge marks a body over MaxBodyBytes, compressed or not.
 var errBodyTooLarge = errors.New("body too large")
@@ -26,6 +26,21 @@ var errBodyTooLarge = errors.New("body too large")
 // ServeHTTP checks, decodes and stores one webhook, and responds without
 // waiting for Mixpanel. See the README for the meaning of each status.
 func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !b.ips.allow(r) {
+		b.reject(w, r, http.StatusForbidden, "client address not allowed", nil)
+		return
+	}
+	if r.Method == http.MethodOptions {
+		w.Header().Set("Allow", allowedMethods)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if !b.auth.check(r) {
+		// Neither the response nor the log names the part that was wrong.
+		b.reject(w, r, http.StatusUnauthorized, "unauthorized", nil)
+		return
+	}
+
 	var (
 		in  webhook
 		err error
@@ -34,10 +49,11 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		in, err = b.decodePost(w, r)
 	case http.MethodGet:
-		in, err = b.decodeQuery(r.URL.RawQuery)
-	case http.MethodOptions:
-		w.Header().Set("Allow", allowedMethods)
-		w.WriteHeader(http.StatusNoContent)
+		in, err = b.decodeQuery(r, r.URL.RawQuery)
+	case http.MethodHead:
+		// A probe of the URL: the same checks as GET, but no event.
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
 		return
 	default:
 		w.Header().Set("Allow", allowedMethods)
@@ -49,6 +65,16 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if !b.cfg.KeepRobots && isRobot(in.event) {
+		b.webhooks.robots.Add(1)
+		respondOK(w)
+		return
+	}
+	b.store(w, r, in)
+}
+
+// store puts a decoded webhook into the spool and responds.
+func (b *Bridge) store(w http.ResponseWriter, r *http.Request, in webhook) {
 	entry := &spool.Entry{
 		Key:      mapping.InsertID(in.event),
 		Received: b.now(),
@@ -73,8 +99,23 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b.reject(w, r, http.StatusServiceUnavailable, "storing the webhook failed", nil)
 		return
 	}
+	respondOK(w)
+}
+
+func respondOK(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "ok\n")
+}
+
+// isRobot reports whether Branch marked the event as robot traffic in its
+// os or platform.
+func isRobot(ev *branch.Event) bool {
+	for _, v := range []string{ev.User.OS, ev.User.Platform} {
+		if strings.Contains(strings.ToUpper(v), "ROBOT") {
+			return true
+		}
+	}
+	return false
 }
 
 // webhook is a decoded webhook with the payload the spool keeps.
@@ -112,8 +153,12 @@ func (b *Bridge) decodePost(w http.ResponseWriter, r *http.Request) (webhook, er
 		return webhook{}, err
 	}
 	if isForm {
-		return b.decodeQuery(string(body))
+		return b.decodeQuery(r, string(body))
 	}
+	if err := b.acquireDecodeSlot(r); err != nil {
+		return webhook{}, err
+	}
+	defer b.releaseDecodeSlot()
 	ev, err := branch.Decode(body)
 	if err != nil {
 		return webhook{}, err
@@ -121,17 +166,45 @@ func (b *Bridge) decodePost(w http.ResponseWriter, r *http.Request) (webhook, er
 	return webhook{event: ev, payload: body}, nil
 }
 
-// decodeQuery decodes a GET query or a form body.
-func (b *Bridge) decodeQuery(raw string) (webhook, error) {
+// decodeQuery decodes a GET query or a form body. The stored payload leaves
+// out the secret parameter, so no secret reaches the spool or a dead
+// letter.
+func (b *Bridge) decodeQuery(r *http.Request, raw string) (webhook, error) {
 	query, err := url.ParseQuery(raw)
 	if err != nil {
 		return webhook{}, errors.Join(branch.ErrInvalidJSON, err)
 	}
+	if err := b.acquireDecodeSlot(r); err != nil {
+		return webhook{}, err
+	}
+	defer b.releaseDecodeSlot()
 	ev, err := branch.DecodeQuery(query, b.queryParams, b.ignore...)
 	if err != nil {
 		return webhook{}, err
 	}
+	if query.Has(b.cfg.SecretParam) {
+		query.Del(b.cfg.SecretParam)
+		raw = query.Encode()
+	}
 	return webhook{event: ev, payload: []byte(raw), query: true}, nil
+}
+
+// errBusy means the request ended while it waited for a decode slot.
+var errBusy = errors.New("too many webhooks being decoded")
+
+// acquireDecodeSlot waits for one of the MaxConcurrentDecodes slots, or
+// until the request ends.
+func (b *Bridge) acquireDecodeSlot(r *http.Request) error {
+	select {
+	case b.decodeSlots <- struct{}{}:
+		return nil
+	case <-r.Context().Done():
+		return errBusy
+	}
+}
+
+func (b *Bridge) releaseDecodeSlot() {
+	<-b.decodeSlots
 }
 
 // readBody reads the request body up to MaxBodyBytes, after gzip
@@ -180,6 +253,8 @@ func bodyError(err error) error {
 func (b *Bridge) rejectDecode(w http.ResponseWriter, r *http.Request, err error) {
 	var media *unsupportedMediaError
 	switch {
+	case errors.Is(err, errBusy):
+		b.reject(w, r, http.StatusServiceUnavailable, "too many webhooks being decoded", nil)
 	case errors.Is(err, errBodyTooLarge):
 		b.reject(w, r, http.StatusRequestEntityTooLarge, "body too large", nil)
 	case errors.As(err, &media):
@@ -220,6 +295,10 @@ func (b *Bridge) count(status int) {
 		c.unsupportedMedia.Add(1)
 	case http.StatusServiceUnavailable:
 		c.unavailable.Add(1)
+	case http.StatusUnauthorized:
+		c.unauthorized.Add(1)
+	case http.StatusForbidden:
+		c.forbidden.Add(1)
 	}
 }
 

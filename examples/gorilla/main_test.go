@@ -185,8 +185,8 @@ func TestRunWebhookMethods(t *testing.T) {
 				if status != tt.want {
 					t.Errorf("%s %s: got %d, want %d", tt.method, webhookPath, status, tt.want)
 				}
-				if allow != "GET, POST, OPTIONS" {
-					t.Errorf("%s %s: Allow %q, want %q", tt.method, webhookPath, allow, "GET, POST, OPTIONS")
+				if allow != "GET, HEAD, POST, OPTIONS" {
+					t.Errorf("%s %s: Allow %q, want %q", tt.method, webhookPath, allow, "GET, HEAD, POST, OPTIONS")
 				}
 			}
 			if err := a.stop(); err != nil {

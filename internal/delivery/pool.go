@@ -41,8 +41,11 @@ type Config struct {
 	Client          *mpclient.Client
 	Resolver        identity.Resolver
 	ResolverTimeout time.Duration
-	EventName       mapping.EventNamer
 	Logger          *zap.Logger
+
+	// Mapping holds the event naming and privacy settings. Its ReceivedAt
+	// is ignored: each event uses the time it was accepted.
+	Mapping mapping.Options
 
 	// Spool stores accepted events until they are delivered. Durable
 	// reports whether it survives a restart: then Shutdown leaves

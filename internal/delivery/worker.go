@@ -58,10 +58,9 @@ func (p *Pool) prepare(j *Job) bool {
 		return false
 	}
 
-	rec := mapping.Map(j.event, who, mapping.Options{
-		EventName:  p.cfg.EventName,
-		ReceivedAt: j.entry.Received,
-	})
+	opts := p.cfg.Mapping
+	opts.ReceivedAt = j.entry.Received
+	rec := mapping.Map(j.event, who, opts)
 	j.record = &rec
 	if !p.measure(j) {
 		return false

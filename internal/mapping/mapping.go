@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/branchmp/branchmp/identity"
@@ -54,14 +55,22 @@ type Record struct {
 	DroppedProperties int
 }
 
-// Options control the mapping. The zero value uses DefaultEventName and
-// the current time for events without a timestamp.
+// Options control the mapping. The zero value uses DefaultEventName, the
+// current time for events without a timestamp, and sends IP addresses and
+// device ids as they are.
 type Options struct {
 	EventName EventNamer
 
 	// ReceivedAt is when the webhook arrived. It is the event time of a
 	// webhook without a timestamp.
 	ReceivedAt time.Time
+
+	// IPAddresses and DeviceIDs say what is sent of the user's IP address
+	// and device id. A hashed IP address is sent as branch_ip_hash, since
+	// Mixpanel cannot geolocate it. HashKey keys the hash.
+	IPAddresses Privacy
+	DeviceIDs   Privacy
+	HashKey     []byte
 }
 
 // Identifiers returns the identifiers of ev for an identity.Resolver, with
@@ -101,9 +110,15 @@ func Map(ev *branch.Event, who identity.Identity, opts Options) Record {
 	}
 	ids := Identifiers(ev)
 	userID := cleanID(who.UserID)
-	deviceID := DeviceID(ids)
+	deviceID := protect(opts.DeviceIDs, opts.HashKey, DeviceID(ids))
+	ip := strings.TrimSpace(ev.User.IP)
+	var ipHash string
+	if opts.IPAddresses != Keep {
+		ipHash = protect(opts.IPAddresses, opts.HashKey, ip)
+		ip = ""
+	}
 
-	rec := Record{IP: ev.User.IP}
+	rec := Record{IP: ip}
 	p := newProperties()
 
 	millis := ev.Timestamp
@@ -123,7 +138,8 @@ func Map(ev *branch.Event, who identity.Identity, opts Options) Record {
 	p.set("distinct_id", rec.DistinctID)
 	p.setString("$device_id", deviceID)
 	p.set("$insert_id", InsertID(ev))
-	p.setString("ip", ev.User.IP)
+	p.setString("ip", ip)
+	p.setString("branch_ip_hash", ipHash)
 	if rec.TimeMissing {
 		p.set("branch_time_missing", true)
 	}
