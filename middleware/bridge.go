@@ -12,10 +12,11 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
+	"github.com/branchmp/branchmp/identity"
 	"github.com/branchmp/branchmp/internal/branch"
 	"github.com/branchmp/branchmp/internal/delivery"
+	"github.com/branchmp/branchmp/internal/logfield"
 	"github.com/branchmp/branchmp/internal/mapping"
 	"github.com/branchmp/branchmp/internal/mpclient"
 	"github.com/branchmp/branchmp/internal/spool"
@@ -69,7 +70,7 @@ func New(cfg Config) (*Bridge, error) {
 	b := &Bridge{
 		cfg:         cfg,
 		log:         log,
-		requestLog:  sampled(log),
+		requestLog:  logfield.Sampled(log),
 		spool:       sp,
 		client:      newClient(cfg),
 		queryParams: params,
@@ -80,13 +81,19 @@ func New(cfg Config) (*Bridge, error) {
 		decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes),
 	}
 	if cfg.WebhookSecret == "" {
-		log.Warn("no WebhookSecret set: anyone who knows the webhook URL can post events")
+		log.Warn("no WebhookSecret set: anyone with the webhook URL can post events")
+	}
+	observer, err := b.registerMetrics(cfg.Metrics)
+	if err != nil {
+		sp.Close()
+		return nil, fmt.Errorf("branchmp: Metrics: %w", err)
 	}
 	b.pool = delivery.Start(delivery.Config{
 		Client:          b.client,
 		Resolver:        cfg.Resolver,
 		ResolverTimeout: cfg.ResolverTimeout,
 		Mapping:         mappingOptions(cfg),
+		Observer:        observer,
 		Logger:          log,
 		Spool:           sp,
 		Durable:         cfg.SpoolDir != "",
@@ -137,7 +144,9 @@ func openSpool(cfg Config) (spool.Spool, error) {
 	if cfg.SpoolDir == "" {
 		return spool.NewMemory(spool.MemoryOptions{
 			Capacity:       cfg.QueueCapacity,
+			MaxBytes:       cfg.QueueMaxBytes,
 			MaxDeadLetters: cfg.MaxDeadLetters,
+			MaxDeadBytes:   cfg.QueueMaxBytes / 4,
 			DedupWindow:    window,
 			DedupKeys:      max(cfg.QueueCapacity*dedupKeysPerEvent, 100_000),
 		}), nil
@@ -145,21 +154,13 @@ func openSpool(cfg Config) (spool.Spool, error) {
 	sp, err := spool.OpenBolt(cfg.SpoolDir, spool.BoltOptions{
 		MaxBytes:       cfg.SpoolMaxBytes,
 		MaxDeadLetters: cfg.MaxDeadLetters,
+		MaxDeadBytes:   cfg.SpoolMaxBytes / 4,
 		DedupWindow:    window,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("branchmp: SpoolDir: %w", err)
 	}
 	return sp, nil
-}
-
-// sampled returns a logger that writes the first 10 lines with the same
-// message each second and every 100th after that, so a flood of bad
-// requests cannot flood the log.
-func sampled(log *zap.Logger) *zap.Logger {
-	return log.WithOptions(zap.WrapCore(func(core zapcore.Core) zapcore.Core {
-		return zapcore.NewSamplerWithOptions(core, time.Second, 10, 100)
-	}))
 }
 
 // Handler returns a Bridge for use as router.Handle("/branch",
@@ -232,10 +233,25 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 }
 
 // Ready returns an error while the bridge cannot deliver: Mixpanel rejects
-// the token or secret (events are kept meanwhile), or the bridge is shut
-// down.
+// the token or secret (events are kept meanwhile), or the spool cannot be
+// written. With SpoolDir each call writes to the spool file.
 func (b *Bridge) Ready() error {
-	return b.pool.Ready()
+	if err := b.pool.Ready(); err != nil {
+		return err
+	}
+	return b.spool.Probe()
+}
+
+// cacheStats returns the resolver cache's counters when the resolver is an
+// *identity.Cache. Hits count known and unknown users answered from the
+// cache.
+func (b *Bridge) cacheStats() (hits, misses int64, ok bool) {
+	c, ok := b.cfg.Resolver.(*identity.Cache)
+	if !ok {
+		return 0, 0, false
+	}
+	st := c.Stats()
+	return int64(st.Hits + st.NegativeHits), int64(st.Misses), true
 }
 
 // Stats are counters of a Bridge since it started.

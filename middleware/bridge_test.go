@@ -98,15 +98,16 @@ func TestServeHTTPStatus(t *testing.T) {
 	bomb := gzipped(t, append(append([]byte(`{"name":"OPEN","x":"`), bytes.Repeat([]byte("a"), 64*limit)...), `"}`...))
 
 	tests := []struct {
-		name        string
-		method      string
-		target      string
-		contentType string
-		encoding    string
-		body        []byte
-		chunked     bool // send without Content-Length
-		want        int
-		wantAllow   bool
+		name          string
+		method        string
+		target        string
+		contentType   string
+		encoding      string
+		body          []byte
+		chunked       bool  // send without Content-Length
+		contentLength int64 // announced length, when not the body's
+		want          int
+		wantAllow     bool
 	}{
 		{name: "json", method: "POST", contentType: "application/json", body: install, want: 200},
 		{name: "json charset", method: "POST", contentType: "application/json; charset=utf-8", body: install, want: 200},
@@ -118,6 +119,7 @@ func TestServeHTTPStatus(t *testing.T) {
 		{name: "at limit", method: "POST", contentType: "application/json", body: atLimit, want: 200},
 		{name: "over limit", method: "POST", contentType: "application/json", body: overLimit, want: 413},
 		{name: "over limit chunked", method: "POST", contentType: "application/json", body: overLimit, chunked: true, want: 413},
+		{name: "announced over limit", method: "POST", contentType: "application/json", body: []byte(`{}`), contentLength: limit + 1, want: 413},
 		{name: "gzip over limit", method: "POST", contentType: "application/json", encoding: "gzip", body: bomb, want: 413},
 		{name: "corrupt gzip", method: "POST", contentType: "application/json", encoding: "gzip", body: []byte("not gzip at all"), want: 400},
 		{name: "truncated gzip", method: "POST", contentType: "application/json", encoding: "gzip", body: gzipped(t, install)[:40], want: 400},
@@ -164,6 +166,9 @@ func TestServeHTTPStatus(t *testing.T) {
 			}
 			if tt.chunked {
 				req.ContentLength = -1
+			}
+			if tt.contentLength != 0 {
+				req.ContentLength = tt.contentLength
 			}
 			rec := httptest.NewRecorder()
 			b.ServeHTTP(rec, req)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/branchmp/branchmp/identity"
@@ -75,14 +76,22 @@ type Config struct {
 	// get 503. It does not apply with SpoolDir. Default 10000.
 	QueueCapacity int
 
+	// QueueMaxBytes bounds the memory of the in-memory spool's events: their
+	// bodies, mapped records and an estimate of their decoded form (20
+	// times the body). Beyond it webhooks get 503. In-memory dead letters
+	// may take a quarter of it on top. It does not apply with SpoolDir.
+	// Default 256 MiB.
+	QueueMaxBytes int64
+
 	// SpoolDir makes the bridge durable: every accepted event is written
 	// to a bbolt file in this directory before the webhook gets 200, and
 	// stays there until Mixpanel confirmed it, across crashes and
 	// restarts. Empty means an in-memory spool that a crash loses.
 	SpoolDir string
 
-	// SpoolMaxBytes bounds the pending events in SpoolDir; beyond it
-	// webhooks get 503. Default 1 GiB.
+	// SpoolMaxBytes bounds the pending events in SpoolDir, at least 1 MiB;
+	// beyond it webhooks get 503. Dead letters may take a quarter of it on
+	// top, the oldest deleted first. Default 1 GiB.
 	SpoolMaxBytes int64
 
 	// DedupWindow is how long an event's $insert_id is remembered, so a
@@ -177,6 +186,12 @@ type Config struct {
 	// Requests beyond it wait for a slot. Default 4 per CPU.
 	MaxConcurrentDecodes int
 
+	// Metrics, when set, receives the bridge's Prometheus metrics, named
+	// branchmp_*. Pass your own registry. For several bridges on one
+	// registry, wrap it for each of them with prometheus.WrapRegistererWith
+	// and a distinguishing label. Nil exports nothing.
+	Metrics prometheus.Registerer
+
 	// MaxAttempts is how often a batch is sent before its events are
 	// dead-lettered. Default 12.
 	MaxAttempts int
@@ -228,11 +243,16 @@ const (
 	DefaultRetryMaxBackoff = 60 * time.Second
 	DefaultMaxDeadLetters  = 10000
 	DefaultSpoolMaxBytes   = 1 << 30
+	DefaultQueueMaxBytes   = 256 << 20
 	DefaultDedupWindow     = 24 * time.Hour
 )
 
 // maxBatchSize is Mixpanel's limit of events in one /import request.
 const maxBatchSize = 2000
+
+// minStoreBytes is the smallest spool or queue size accepted, so that at
+// least one webhook of the default size limit fits.
+const minStoreBytes = 1 << 20
 
 // ErrInvalidConfig wraps every configuration error returned by New.
 var ErrInvalidConfig = errors.New("branchmp: invalid config")
@@ -284,6 +304,14 @@ func (c *Config) validate() error {
 	if _, err := parsePrefixes("TrustedProxies", c.TrustedProxies); err != nil {
 		return err
 	}
+	for _, f := range []struct {
+		name  string
+		value int64
+	}{{"SpoolMaxBytes", c.SpoolMaxBytes}, {"QueueMaxBytes", c.QueueMaxBytes}} {
+		if f.value != 0 && f.value < minStoreBytes {
+			return invalid(f.name, fmt.Sprintf("%d is too small: use at least %d bytes", f.value, minStoreBytes))
+		}
+	}
 	if c.BatchSize > maxBatchSize {
 		return invalid("BatchSize", fmt.Sprintf("%d is over Mixpanel's limit of %d", c.BatchSize, maxBatchSize))
 	}
@@ -305,6 +333,7 @@ func (c *Config) validate() error {
 		{"RetryMaxBackoff", int64(c.RetryMaxBackoff)},
 		{"MaxDeadLetters", int64(c.MaxDeadLetters)},
 		{"SpoolMaxBytes", c.SpoolMaxBytes},
+		{"QueueMaxBytes", c.QueueMaxBytes},
 		{"MaxConcurrentDecodes", int64(c.MaxConcurrentDecodes)},
 	} {
 		if f.value < 0 {
@@ -344,6 +373,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.RetryMaxBackoff, DefaultRetryMaxBackoff)
 	setDefault(&c.MaxDeadLetters, DefaultMaxDeadLetters)
 	setDefault(&c.SpoolMaxBytes, DefaultSpoolMaxBytes)
+	setDefault(&c.QueueMaxBytes, DefaultQueueMaxBytes)
 	setDefault(&c.SecretParam, DefaultSecretParam)
 	setDefault(&c.SecretHeader, DefaultSecretHeader)
 	setDefault(&c.IPAddresses, PrivacyKeep)

@@ -574,3 +574,125 @@ func deadLetters(t *testing.T, b *Bridge) []DeadLetter {
 	}
 	return dead
 }
+
+func TestResolverIgnoringContextIsBounded(t *testing.T) {
+	mp := startMixpanel(t)
+	release := make(chan struct{})
+	defer close(release)
+	cfg := testConfig(mp)
+	cfg.ResolverTimeout = 20 * time.Millisecond
+	cfg.MaxAttempts = 2
+	cfg.Resolver = identity.ResolverFunc(func(context.Context, identity.Identifiers) (identity.Identity, error) {
+		<-release // ignores its context
+		return identity.Identity{}, nil
+	})
+	b := newBridge(t, cfg)
+	sendEvent(t, b, 1)
+
+	start := time.Now()
+	shutdown(t, b) // fails the test on error
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Errorf("Shutdown took %v with a stuck resolver", elapsed)
+	}
+	dead := deadLetters(t, b)
+	if len(dead) != 1 || dead[0].Stage != "resolve" || !strings.Contains(dead[0].Reason, "did not return") {
+		t.Errorf("dead letters: got %+v, want one resolve timeout", dead)
+	}
+}
+
+func TestShutdownAccountsForEveryEvent(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		name := map[bool]string{false: "memory", true: "bolt"}[durable]
+		t.Run(name, func(t *testing.T) {
+			mp := startMixpanel(t)
+			mp.SetFault(failAll(503))
+			cfg := testConfig(mp)
+			cfg.MaxAttempts = 1_000_000
+			cfg.BatchSize = 5
+			if durable {
+				cfg.SpoolDir = t.TempDir()
+			}
+			b, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const sent = 120
+			for i := range sent {
+				sendEvent(t, b, i+1)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			err = b.Shutdown(ctx)
+			want := fmt.Sprintf("%d events", sent)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Shutdown: got %v, want a count of %s", err, want)
+			}
+			if again := b.Shutdown(context.Background()); again == nil || again.Error() != err.Error() {
+				t.Errorf("second Shutdown: got %v, want the first result %v", again, err)
+			}
+			if b.Ready() == nil {
+				t.Error("Ready after Shutdown: got nil, want an error")
+			}
+
+			if !durable {
+				if got := len(deadLetters(t, b)); got != sent {
+					t.Errorf("dead letters: got %d, want %d", got, sent)
+				}
+				return
+			}
+			mp.SetFault(nil)
+			b2 := newBridge(t, cfg)
+			if got := b2.Stats().Pending; got != sent {
+				t.Errorf("pending after restart: got %d, want %d", got, sent)
+			}
+		})
+	}
+}
+
+func TestPartialFailureMatching(t *testing.T) {
+	tests := []struct {
+		name         string
+		failed       string
+		wantDead     int
+		wantDeadID   string
+		wantImported int64
+	}{
+		{
+			name:     "by insert id",
+			failed:   `{"index":0,"insert_id":"br-2","field":"properties.time","message":"too old"}`,
+			wantDead: 1, wantDeadID: "2", wantImported: 2,
+		},
+		{
+			name:     "index out of range",
+			failed:   `{"index":7,"insert_id":"unknown","field":"f","message":"m"}`,
+			wantDead: 3, wantImported: 0,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mp := startMixpanel(t)
+			mp.Script("/import", mptest.Response{
+				Status: 400,
+				Body:   `{"code":400,"error":"x","failed_records":[` + tt.failed + `],"status":"Bad Request"}`,
+			})
+			cfg := testConfig(mp)
+			cfg.FlushInterval = time.Hour
+			b := newBridge(t, cfg)
+			for i := range 3 {
+				sendEvent(t, b, i+1)
+			}
+			shutdown(t, b)
+
+			dead := deadLetters(t, b)
+			if len(dead) != tt.wantDead {
+				t.Fatalf("dead letters: got %d, want %d", len(dead), tt.wantDead)
+			}
+			if tt.wantDeadID != "" && dead[0].EventID != tt.wantDeadID {
+				t.Errorf("dead letter event id: got %q, want %q", dead[0].EventID, tt.wantDeadID)
+			}
+			if got := b.Stats().Delivered; got != tt.wantImported {
+				t.Errorf("Delivered: got %d, want %d", got, tt.wantImported)
+			}
+		})
+	}
+}

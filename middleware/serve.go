@@ -76,7 +76,7 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // store puts a decoded webhook into the spool and responds.
 func (b *Bridge) store(w http.ResponseWriter, r *http.Request, in webhook) {
 	entry := &spool.Entry{
-		Key:      mapping.InsertID(in.event),
+		Key:      dedupKey(in.event),
 		Received: b.now(),
 		Query:    in.query,
 		Payload:  in.payload,
@@ -100,6 +100,17 @@ func (b *Bridge) store(w http.ResponseWriter, r *http.Request, in webhook) {
 		return
 	}
 	respondOK(w)
+}
+
+// dedupKey returns the key under which a redelivery of ev is recognised:
+// its $insert_id. An event with neither an id nor a timestamp gets none,
+// because a second copy of it may be a real second event, which Mixpanel
+// keeps apart by its time of receipt.
+func dedupKey(ev *branch.Event) string {
+	if ev.Timestamp <= 0 && mapping.IsPlaceholder(ev.ID) {
+		return ""
+	}
+	return mapping.InsertID(ev)
 }
 
 func respondOK(w http.ResponseWriter) {
@@ -212,6 +223,11 @@ func (b *Bridge) releaseDecodeSlot() {
 // inflates past the limit is rejected without being held in memory.
 func (b *Bridge) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	limit := b.cfg.MaxBodyBytes
+	if r.ContentLength > limit {
+		// Rejected before reading, and before net/http sends 100 Continue
+		// to a client that asked for it.
+		return nil, errBodyTooLarge
+	}
 	raw := http.MaxBytesReader(w, r.Body, limit)
 	defer raw.Close()
 

@@ -132,13 +132,15 @@ func TestFullDiskSpoolGets503(t *testing.T) {
 	mp.SetFault(failAll(503))
 	cfg := testConfig(mp)
 	cfg.SpoolDir = t.TempDir()
-	cfg.SpoolMaxBytes = 400
+	cfg.SpoolMaxBytes = 1 << 20
 	b := newBridge(t, cfg)
 
 	statuses := map[int]int{}
+	padding := strings.Repeat("x", 200<<10)
 	for i := range 10 {
+		body := fmt.Sprintf(`{"name":"OPEN","id":"%d","custom_data":{"pad":"%s"}}`, i+1, padding)
 		rec := httptest.NewRecorder()
-		b.ServeHTTP(rec, httptest.NewRequest("GET", "/branch?ev=OPEN&id="+string(rune('a'+i)), nil))
+		b.ServeHTTP(rec, httptest.NewRequest("POST", "/branch", strings.NewReader(body)))
 		statuses[rec.Code]++
 	}
 	if statuses[503] == 0 || statuses[200] == 0 {
@@ -345,4 +347,29 @@ func recordsByInsertID(t *testing.T, records []map[string]any) map[string]string
 		out[fmt.Sprint(props(rec)["$insert_id"])] = string(data)
 	}
 	return out
+}
+
+func TestEventsWithoutIDOrTimeNotDeduplicated(t *testing.T) {
+	mp := startMixpanel(t)
+	b := newBridge(t, testConfig(mp))
+	for range 2 {
+		for _, target := range []string{
+			"/branch?ev=OPEN&idfa=AAAA-1&campaign=spring",       // no id, no time: both kept
+			"/branch?ev=OPEN&idfa=AAAA-1&ts=1717433000000",      // a time: the copy is a redelivery
+			"/branch?ev=OPEN&id=77&idfa=AAAA-1&campaign=spring", // an id: the copy is a redelivery
+		} {
+			rec := httptest.NewRecorder()
+			b.ServeHTTP(rec, httptest.NewRequest("GET", target, nil))
+			if rec.Code != 200 {
+				t.Fatalf("%s: got %d, want 200", target, rec.Code)
+			}
+		}
+	}
+	shutdown(t, b)
+	if got := len(mp.Events()); got != 4 {
+		t.Errorf("events sent: got %d, want 4", got)
+	}
+	if got := b.Stats().Duplicates; got != 2 {
+		t.Errorf("Duplicates: got %d, want 2", got)
+	}
 }

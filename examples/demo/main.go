@@ -1,5 +1,8 @@
 // Command demo runs the bridge end to end on the bundled Branch webhooks.
 //
+// The app's user table is an in-memory SQLite database, read through
+// identity.NewSQLResolver.
+//
 // It starts a stand-in for Mixpanel and a web server with the bridge at
 // /branch, both on 127.0.0.1. It posts every bundled webhook body, sends
 // every bundled GET webhook, and shuts the bridge down so that every event
@@ -10,6 +13,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +27,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
 
 	"github.com/branchmp/branchmp/identity"
 	"github.com/branchmp/branchmp/internal/fixtures"
@@ -39,19 +44,35 @@ func main() {
 	}
 }
 
-// users replaces the host app's user table: Branch developer identity
-// to profile properties.
-var users = map[string]map[string]any{
-	"user-42": {"$name": "Ada Lovelace", "plan": "pro"},
-	"user-77": {"$name": "Grace Hopper", "plan": "team"},
-}
-
-func resolveUser(_ context.Context, ids identity.Identifiers) (identity.Identity, error) {
-	props, ok := users[ids.DeveloperIdentity]
-	if !ok {
-		return identity.Identity{}, identity.ErrNotFound
+// openUserStore returns an in-memory SQLite database that plays the host
+// app's user table, and a resolver that looks users up in it by Branch's
+// developer identity, with a cache in front.
+func openUserStore() (*sql.DB, identity.Resolver, error) {
+	db, err := sql.Open("sqlite", "file:demo-users?mode=memory&cache=shared")
+	if err != nil {
+		return nil, nil, err
 	}
-	return identity.Identity{UserID: ids.DeveloperIdentity, Properties: props}, nil
+	const schema = `
+		CREATE TABLE users (branch_identity TEXT PRIMARY KEY, id TEXT, name TEXT, plan TEXT);
+		INSERT INTO users VALUES
+			('user-42', 'user-42', 'Ada Lovelace', 'pro'),
+			('user-77', 'user-77', 'Grace Hopper', 'team');`
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	lookup, err := identity.NewSQLResolver(db,
+		`SELECT id, name AS "$name", plan FROM users WHERE branch_identity = ?`, identity.SQLOptions{})
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	cache, err := identity.NewCache(lookup, identity.CacheOptions{})
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return db, cache, nil
 }
 
 func run(out io.Writer, verbose bool) error {
@@ -70,10 +91,16 @@ func run(out io.Writer, verbose bool) error {
 		defer logger.Sync()
 	}
 
+	users, resolver, err := openUserStore()
+	if err != nil {
+		return fmt.Errorf("user store: %w", err)
+	}
+	defer users.Close()
+
 	bridge, err := branchmp.New(branchmp.Config{
 		Token:         "demo-token",
 		BaseURL:       mixpanel.URL,
-		Resolver:      identity.ResolverFunc(resolveUser),
+		Resolver:      resolver,
 		Logger:        logger,
 		FlushInterval: 200 * time.Millisecond,
 	})

@@ -32,7 +32,7 @@ func (p *Pool) deadLetter(jobs []*Job, why DeadLetter) {
 	for i, j := range jobs {
 		entry := *j.entry
 		if entry.Record == nil && j.record != nil {
-			// Keep the mapped payload, so a person sees what was sent
+			// Keep the mapped payload, so a person can read what was sent
 			// and a replay sends the same dedup tuple.
 			entry.Record, _ = json.Marshal(j.record)
 		}

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"github.com/branchmp/branchmp/internal/branch"
+	"github.com/branchmp/branchmp/internal/logfield"
 	"github.com/branchmp/branchmp/internal/mapping"
 	"github.com/branchmp/branchmp/internal/spool"
 )
@@ -14,13 +15,15 @@ type Job struct {
 	// record is the mapped event, frozen on first use so that every retry
 	// sends the same distinct_id, time and $insert_id.
 	record *mapping.Record
-	size   int // bytes of the record's event JSON
+	size   int    // bytes of the record's event JSON
+	frozen []byte // the record as JSON, waiting to be stored in a durable spool
 }
 
-// eventID returns the id that log lines use for the job: Branch's event id,
-// else the dedup key.
+// eventID returns the id that log lines use for the job: Branch's event id
+// when it looks like one (letters, digits and dashes), else the dedup key,
+// a hash. Any other id may be data a sender put there, so it is not logged.
 func (j *Job) eventID() string {
-	if j.event != nil && j.event.ID != "" {
+	if j.event != nil && j.event.ID != "" && len(j.event.ID) <= 64 && isPlainID(j.event.ID) {
 		return j.event.ID
 	}
 	return j.entry.Key
@@ -28,7 +31,16 @@ func (j *Job) eventID() string {
 
 func (j *Job) eventName() string {
 	if j.event != nil {
-		return j.event.Name
+		return logfield.Clip(j.event.Name)
 	}
 	return ""
+}
+
+func isPlainID(id string) bool {
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

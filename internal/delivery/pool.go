@@ -25,6 +25,7 @@ import (
 	"github.com/branchmp/branchmp/internal/branch"
 	"github.com/branchmp/branchmp/internal/logfield"
 	"github.com/branchmp/branchmp/internal/mapping"
+	"github.com/branchmp/branchmp/internal/metrics"
 	"github.com/branchmp/branchmp/internal/mpclient"
 	"github.com/branchmp/branchmp/internal/spool"
 )
@@ -42,6 +43,10 @@ type Config struct {
 	Resolver        identity.Resolver
 	ResolverTimeout time.Duration
 	Logger          *zap.Logger
+
+	// Observer receives batch sizes and request and resolver durations.
+	// Nil records nothing.
+	Observer metrics.Observer
 
 	// Mapping holds the event naming and privacy settings. Its ReceivedAt
 	// is ignored: each event uses the time it was accepted.
@@ -90,9 +95,12 @@ type Pool struct {
 	cfg Config
 	log *zap.Logger
 
-	// mu makes closing atomic with respect to Accept: once Shutdown holds
+	// eventLog is sampled, for lines that every event can repeat.
+	eventLog *zap.Logger
+
+	// mu makes closing atomic with respect to Accept. Once Shutdown holds
 	// it and sets closed, no Append is in progress or can start, so the
-	// feeder's final drain sees every accepted event.
+	// feeder's final drain loads every accepted event.
 	mu      sync.RWMutex
 	closed  bool
 	closing chan struct{} // closed by Shutdown
@@ -115,23 +123,29 @@ type Pool struct {
 	authLogMu    sync.Mutex
 	authLoggedAt time.Time
 	shutdownOnce sync.Once
+	finishOnce   sync.Once
+	shutdownErr  error
 }
 
 // Start starts the pool's goroutines. Events already in the spool, left by
 // an earlier run, are delivered first.
 func Start(cfg Config) *Pool {
+	if cfg.Observer == nil {
+		cfg.Observer = metrics.Nop{}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		closing: make(chan struct{}),
-		notify:  make(chan struct{}, 1),
-		intake:  make(chan *Job, feedChunk),
-		records: make(chan *Job),
-		batches: make(chan []*Job),
-		done:    make(chan struct{}),
-		ctx:     ctx,
-		cancel:  cancel,
+		cfg:      cfg,
+		log:      cfg.Logger,
+		eventLog: logfield.Sampled(cfg.Logger),
+		closing:  make(chan struct{}),
+		notify:   make(chan struct{}, 1),
+		intake:   make(chan *Job, feedChunk),
+		records:  make(chan *Job),
+		batches:  make(chan []*Job),
+		done:     make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
 	}
 
 	var workers, senders sync.WaitGroup
@@ -204,8 +218,14 @@ func (p *Pool) Replay(seqs ...uint64) (int, error) {
 }
 
 // Ready returns ErrUnauthorized while Mixpanel rejects the credentials,
-// and nil otherwise.
+// ErrClosed after Shutdown, and nil otherwise.
 func (p *Pool) Ready() error {
+	p.mu.RLock()
+	closed := p.closed
+	p.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
 	if p.unauthorized.Load() {
 		return ErrUnauthorized
 	}
@@ -214,10 +234,11 @@ func (p *Pool) Ready() error {
 
 // Shutdown stops intake and waits until the spool is empty, each event
 // delivered or dead-lettered. When ctx ends first, it cancels in-flight
-// requests and retries. The events not yet delivered then stay in a
-// durable spool for the next start, or are dead-lettered in a memory
-// spool, and the returned error gives their count. Shutdown is safe to
-// call more than once.
+// requests and retries and waits for the workers to stop. The events not
+// yet delivered then stay in a durable spool for the next start, or are
+// dead-lettered in a memory spool, and the returned error gives their
+// count. Shutdown is safe to call more than once; later calls wait for the
+// first to finish and return its result.
 func (p *Pool) Shutdown(ctx context.Context) error {
 	p.shutdownOnce.Do(func() {
 		p.mu.Lock()
@@ -234,20 +255,49 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 		<-p.done
 	}
 	p.cancel()
+	p.finishOnce.Do(func() { p.shutdownErr = p.finish(ctx.Err()) })
+	return p.shutdownErr
+}
 
-	left := p.abandoned.Load()
-	if left == 0 {
+// finish accounts for the events the stopped pool did not deliver.
+func (p *Pool) finish(ctxErr error) error {
+	if ctxErr == nil {
+		ctxErr = errors.New("events left after the workers stopped")
+	}
+	if p.cfg.Durable {
+		left := p.cfg.Spool.Stats().Pending
+		if left == 0 {
+			p.log.Info("delivery stopped")
+			return nil
+		}
+		p.log.Warn("delivery stopped with events left in the spool for the next start",
+			zap.Int(logfield.Count, left))
+		return fmt.Errorf("delivery: shutdown: %d events left in the spool: %w", left, ctxErr)
+	}
+
+	// A memory spool dies with the process: dead-letter what is left, so
+	// DeadLetters shows it until then.
+	var cursor uint64
+	for {
+		entries, err := p.cfg.Spool.Load(cursor, 1024)
+		if err != nil || len(entries) == 0 {
+			break
+		}
+		batch := make([]*Job, len(entries))
+		for i, e := range entries {
+			batch[i] = &Job{entry: e}
+		}
+		cursor = entries[len(entries)-1].Seq
+		p.abandon(batch)
+	}
+	lost := p.abandoned.Load()
+	if lost == 0 {
 		p.log.Info("delivery stopped")
 		return nil
 	}
-	if p.cfg.Durable {
-		p.log.Warn("delivery stopped with events left in the spool for the next start",
-			zap.Int64(logfield.Count, left))
-		return fmt.Errorf("delivery: shutdown: %d events left in the spool: %w", left, ctx.Err())
-	}
-	p.log.Error("delivery stopped before every event was sent",
-		zap.Int64(logfield.Count, left))
-	return fmt.Errorf("delivery: shutdown: %d events not delivered: %w", left, ctx.Err())
+	p.log.Error("delivery stopped before every event was sent; they are dead-lettered in memory",
+		zap.Int64(logfield.Count, lost))
+	return fmt.Errorf("delivery: shutdown: %d events not delivered: %w", lost, ctxErr)
 }
 
 // Stats returns the pool's counters.

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,9 +27,37 @@ func (p *Pool) send() {
 			p.abandon(jobs)
 			continue
 		}
+		p.freeze(jobs)
 		imported := p.importJobs(jobs)
 		p.sendProfiles(imported)
 		p.complete(imported)
+	}
+}
+
+// freeze stores the records of newly mapped jobs in the spool in one write
+// before their first send. After a restart, a retry then sends the same
+// identity, time and $insert_id, even if the resolver would now return
+// another user. A failed write is logged and delivery goes on, because the
+// events stay in the spool and are mapped again after a restart.
+func (p *Pool) freeze(jobs []*Job) {
+	records := make(map[uint64][]byte)
+	for _, j := range jobs {
+		if j.frozen != nil {
+			records[j.entry.Seq] = j.frozen
+		}
+	}
+	if len(records) == 0 {
+		return
+	}
+	if err := p.cfg.Spool.Freeze(records); err != nil {
+		p.log.Error("storing mapped events in the spool failed",
+			zap.Int(logfield.Count, len(records)), zap.Error(err))
+		return
+	}
+	for _, j := range jobs {
+		if j.frozen != nil {
+			j.entry.Record, j.frozen = j.frozen, nil
+		}
 	}
 }
 
@@ -41,7 +70,10 @@ func (p *Pool) importJobs(jobs []*Job) []*Job {
 			p.abandon(jobs)
 			return nil
 		}
+		p.cfg.Observer.BatchSize(len(jobs))
+		start := time.Now()
 		res := p.cfg.Client.Import(p.ctx, events(jobs))
+		p.cfg.Observer.MixpanelRequest("import", res.Status, time.Since(start))
 
 		switch res.Outcome {
 		case mpclient.OK:
@@ -84,14 +116,31 @@ func (p *Pool) importJobs(jobs []*Job) []*Job {
 }
 
 // splitFailed dead-letters the records a strict-mode 400 names and returns
-// the others, which Mixpanel imported and which must not be sent again.
+// the others, which Mixpanel imported and which must not be sent again. A
+// failed record is matched by its $insert_id, else by its index. When any
+// failed record matches no job, the response does not say which records
+// were imported, so the whole batch is dead-lettered. A replay is safe,
+// because Mixpanel drops the copies of those that were imported.
 func (p *Pool) splitFailed(jobs []*Job, res mpclient.Result, attempt int, first time.Time) []*Job {
-	failed := make(map[int]mpclient.FailedRecord, len(res.Failed))
-	for _, f := range res.Failed {
-		if f.Index >= 0 && f.Index < len(jobs) {
-			failed[f.Index] = f
+	byInsertID := make(map[string]int, len(jobs))
+	for i, j := range jobs {
+		if id, ok := j.record.Event.Properties["$insert_id"].(string); ok {
+			byInsertID[id] = i
 		}
 	}
+	failed := make(map[int]mpclient.FailedRecord, len(res.Failed))
+	for _, f := range res.Failed {
+		i, ok := byInsertID[f.InsertID]
+		if !ok {
+			i = f.Index
+		}
+		if i < 0 || i >= len(jobs) {
+			p.deadLetter(jobs, failure("import", "failed records do not match the batch", res, attempt, first))
+			return nil
+		}
+		failed[i] = f
+	}
+
 	imported := make([]*Job, 0, len(jobs)-len(failed))
 	for i, j := range jobs {
 		f, ok := failed[i]
@@ -134,11 +183,14 @@ func (p *Pool) retryDelay(stage string, n int, res mpclient.Result, attempt int,
 		return delay, true
 	}
 
-	if attempt >= p.cfg.MaxAttempts || time.Since(first)+delay > p.cfg.MaxAge {
-		return 0, false
-	}
-	if res.Status == 429 {
+	if res.Status == http.StatusTooManyRequests {
+		// Every sender waits, even when this batch is given up on below.
 		p.gate.delay(time.Now(), delay)
+	}
+	// The budget counts time already spent, not the coming wait, so a
+	// long Retry-After is waited out once before the budget is checked.
+	if attempt >= p.cfg.MaxAttempts || time.Since(first) > p.cfg.MaxAge {
+		return 0, false
 	}
 	p.log.Warn("mixpanel request failed, retrying", fields...)
 	p.retries.Add(1)
@@ -208,7 +260,9 @@ func (p *Pool) engageChunk(op string, jobs []*Job, profiles []mpclient.Profile, 
 			p.deadLetter(jobs, DeadLetter{Stage: stage, Reason: "shutdown", Attempts: attempt - 1, First: first})
 			return
 		}
+		start := time.Now()
 		res := call(p.ctx, profiles)
+		p.cfg.Observer.MixpanelRequest("engage", res.Status, time.Since(start))
 		switch res.Outcome {
 		case mpclient.OK:
 			return

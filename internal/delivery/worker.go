@@ -66,14 +66,16 @@ func (p *Pool) prepare(j *Job) bool {
 		return false
 	}
 	if p.cfg.Durable {
-		p.freeze(j)
+		// Encoded here, on the parallel workers; the sender stores a whole
+		// batch of them in one spool write.
+		j.frozen, _ = json.Marshal(j.record)
 	}
 
 	if rec.TimeMissing {
-		p.log.Warn("event has no timestamp, sent with the time of receipt", p.jobFields(j)...)
+		p.eventLog.Warn("event has no timestamp, sent with the time of receipt", p.jobFields(j)...)
 	}
 	if rec.DroppedProperties > 0 {
-		p.log.Warn("event has too many properties, extra ones dropped",
+		p.eventLog.Warn("event has too many properties, extra ones dropped",
 			append(p.jobFields(j), zap.Int(logfield.Count, rec.DroppedProperties))...)
 	}
 	return true
@@ -90,23 +92,7 @@ func (p *Pool) measure(j *Job) bool {
 	return true
 }
 
-// freeze stores j's record in the spool, so that after a restart a retry
-// sends the same identity, time and $insert_id even if the resolver would
-// now return another user. A failed write is logged and delivery goes on:
-// the event is still in the spool and is mapped again after a restart.
-func (p *Pool) freeze(j *Job) {
-	data, err := json.Marshal(j.record)
-	if err == nil {
-		err = p.cfg.Spool.Freeze(j.entry.Seq, data)
-	}
-	if err != nil {
-		p.log.Error("freezing the mapped event failed", append(p.jobFields(j), zap.Error(err))...)
-		return
-	}
-	j.entry.Record = data
-}
-
-// resolve asks the resolver for j's user. ErrNotFound and an empty identity
+// resolve calls the resolver for j's user. ErrNotFound and an empty identity
 // both mean an anonymous event. Other errors are retried like a transient
 // Mixpanel failure, with the same backoff and budget.
 //
@@ -115,18 +101,22 @@ func (p *Pool) freeze(j *Job) {
 func (p *Pool) resolve(j *Job, first time.Time) (identity.Identity, int, error) {
 	ids := mapping.Identifiers(j.event)
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		who, err := p.callResolver(ids)
-		if errors.Is(err, identity.ErrNotFound) {
+		switch {
+		case errors.Is(err, identity.ErrNotFound), err == nil && who.UserID == "":
+			p.cfg.Observer.Resolve("unknown", time.Since(start))
 			return identity.Identity{}, attempt, nil
-		}
-		if err == nil {
+		case err == nil:
+			p.cfg.Observer.Resolve("found", time.Since(start))
 			return who, attempt, nil
 		}
+		p.cfg.Observer.Resolve("error", time.Since(start))
 		delay := backoff(attempt, p.cfg.RetryBase, p.cfg.RetryMax)
 		if attempt >= p.cfg.MaxAttempts || time.Since(first)+delay > p.cfg.MaxAge || p.ctx.Err() != nil {
 			return identity.Identity{}, attempt, err
 		}
-		p.log.Warn("resolver failed, retrying", append(p.jobFields(j),
+		p.eventLog.Warn("resolver failed, retrying", append(p.jobFields(j),
 			zap.Int(logfield.Attempt, attempt), zap.Duration(logfield.Delay, delay), zap.Error(err))...)
 		p.retries.Add(1)
 		if !p.sleep(delay) {
@@ -135,17 +125,36 @@ func (p *Pool) resolve(j *Job, first time.Time) (identity.Identity, int, error) 
 	}
 }
 
-// callResolver runs the resolver with the configured timeout and turns a
-// panic into an error, so a faulty resolver cannot stop the worker.
-func (p *Pool) callResolver(ids identity.Identifiers) (who identity.Identity, err error) {
+// callResolver runs the resolver with the configured timeout. The call runs
+// in its own goroutine, so a resolver that ignores its context costs that
+// goroutine until it returns, but never holds the worker or Shutdown past
+// the timeout. A panic becomes an error, so a faulty resolver cannot stop
+// the pool.
+func (p *Pool) callResolver(ids identity.Identifiers) (identity.Identity, error) {
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ResolverTimeout)
 	defer cancel()
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("resolver panicked: %v", r)
-		}
+
+	type result struct {
+		who identity.Identity
+		err error
+	}
+	done := make(chan result, 1) // buffered: a late result must not block the goroutine
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- result{err: fmt.Errorf("resolver panicked: %v", r)}
+			}
+		}()
+		who, err := p.cfg.Resolver.Resolve(ctx, ids)
+		done <- result{who, err}
 	}()
-	return p.cfg.Resolver.Resolve(ctx, ids)
+
+	select {
+	case r := <-done:
+		return r.who, r.err
+	case <-ctx.Done():
+		return identity.Identity{}, fmt.Errorf("resolver did not return within %v: %w", p.cfg.ResolverTimeout, ctx.Err())
+	}
 }
 
 // jobFields returns the log fields that identify j without personal data.

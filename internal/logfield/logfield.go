@@ -5,6 +5,14 @@
 // secrets never go into a log field.
 package logfield
 
+import (
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
 // Field keys.
 const (
 	EventID     = "event_id"     // Branch's event id, or the $insert_id when there is none
@@ -26,3 +34,24 @@ const (
 	DeadLetters = "dead_letters" // dead letters kept
 	Seq         = "seq"          // an event's position in the spool
 )
+
+// maxValueLength bounds the values of EventID and EventName in a log line.
+const maxValueLength = 64
+
+// Clip returns s cut to 64 bytes, with "..." marking a cut, so a webhook
+// cannot write megabytes into the log through a field.
+func Clip(s string) string {
+	if len(s) <= maxValueLength {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxValueLength], "") + "..."
+}
+
+// Sampled returns a logger that writes the first 10 lines with the same
+// message each second and every 100th after that, for lines that a flood
+// of webhooks could repeat.
+func Sampled(log *zap.Logger) *zap.Logger {
+	return log.WithOptions(zap.WrapCore(func(core zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(core, time.Second, 10, 100)
+	}))
+}

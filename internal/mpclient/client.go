@@ -104,13 +104,14 @@ const (
 	// Rejected: a 400 whose body cannot be parsed. Nothing is known to be
 	// imported and resending will fail the same way.
 	Rejected
-	// Unauthorized: 401, 403 or 404, a configuration fault that no retry of
-	// the same request fixes until an operator acts.
+	// Unauthorized: 401, 403, 404 or a redirect, a configuration fault
+	// (credentials, project, residency or proxy) that no retry of the same
+	// request fixes until an operator acts.
 	Unauthorized
 	// TooLarge: 413; the batch must be split.
 	TooLarge
-	// Transient: 429, 5xx, a network error, a timeout or an engage response
-	// of 0; the same request may succeed later.
+	// Transient: 408, 425, 429, 5xx, a network error, a timeout or an
+	// engage response of 0; the same request may succeed later.
 	Transient
 )
 
@@ -250,11 +251,13 @@ func classifyEngage(x *exchange, err error) Result {
 
 func classifyStatus(status int) Outcome {
 	switch {
-	case status == http.StatusUnauthorized, status == http.StatusForbidden, status == http.StatusNotFound:
+	case status == http.StatusUnauthorized, status == http.StatusForbidden, status == http.StatusNotFound,
+		status >= 300 && status < 400:
 		return Unauthorized
 	case status == http.StatusRequestEntityTooLarge:
 		return TooLarge
-	case status == http.StatusTooManyRequests, status >= 500:
+	case status == http.StatusTooManyRequests, status == http.StatusRequestTimeout,
+		status == http.StatusTooEarly, status >= 500:
 		return Transient
 	case status >= 200 && status < 300:
 		return OK

@@ -42,6 +42,10 @@ func TestImportClassification(t *testing.T) {
 		{name: "500", status: 500, body: "oops", wantOutcome: Transient},
 		{name: "503", status: 503, wantOutcome: Transient},
 		{name: "418", status: 418, wantOutcome: Rejected},
+		{name: "408", status: 408, wantOutcome: Transient},
+		{name: "425", status: 425, wantOutcome: Transient},
+		{name: "302 without location", status: 302, wantOutcome: Unauthorized},
+		{name: "304", status: 304, wantOutcome: Unauthorized},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -56,9 +56,14 @@ type Server struct {
 
 // Start starts a server on 127.0.0.1 with a random port.
 func Start() (*Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartAt("127.0.0.1:0")
+}
+
+// StartAt starts a server listening on addr.
+func StartAt(addr string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("mptest: listen: %w", err)
+		return nil, fmt.Errorf("mptest: listen on %s: %w", addr, err)
 	}
 	s := &Server{
 		URL:      "http://" + ln.Addr().String(),

@@ -30,6 +30,7 @@ const FileName = "spool.db"
 type BoltOptions struct {
 	MaxBytes       int64         // Append returns ErrFull beyond this many pending bytes
 	MaxDeadLetters int           // dead letters kept; older ones are deleted
+	MaxDeadBytes   int64         // bytes of dead letters kept; older ones are deleted
 	DedupWindow    time.Duration // 0 disables deduplication
 	Now            func() time.Time
 }
@@ -42,9 +43,10 @@ type Bolt struct {
 	db   *bolt.DB
 	opts BoltOptions
 
-	bytes   atomic.Int64
-	pending atomic.Int64
-	dead    atomic.Int64
+	bytes     atomic.Int64
+	pending   atomic.Int64
+	dead      atomic.Int64
+	deadBytes atomic.Int64
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -60,9 +62,14 @@ func OpenBolt(dir string, opts BoltOptions) (*Bolt, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: create directory: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{Timeout: time.Second})
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("spool: %s is locked by another process: one process at a time may use a spool directory", path)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("spool: open %s: %w", filepath.Join(dir, FileName), err)
+		// The error from bbolt names the path already.
+		return nil, fmt.Errorf("spool: %w", err)
 	}
 	b := &Bolt{db: db, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := b.init(); err != nil {
@@ -87,9 +94,16 @@ func (b *Bolt) init() error {
 			pending++
 			return nil
 		})
+		var deadBytes, dead int64
+		tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
+			deadBytes += int64(len(v))
+			dead++
+			return nil
+		})
 		b.bytes.Store(bytes)
 		b.pending.Store(pending)
-		b.dead.Store(int64(tx.Bucket(bucketDead).Stats().KeyN))
+		b.dead.Store(dead)
+		b.deadBytes.Store(deadBytes)
 		return nil
 	})
 }
@@ -192,23 +206,28 @@ func (b *Bolt) Load(after uint64, max int) ([]*Entry, error) {
 }
 
 // Freeze implements Spool.
-func (b *Bolt) Freeze(seq uint64, record []byte) error {
+func (b *Bolt) Freeze(records map[uint64][]byte) error {
 	var delta int64
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		delta = 0
 		pending := tx.Bucket(bucketPending)
-		v := pending.Get(seqKey(seq))
-		if v == nil {
-			return nil
+		for seq, record := range records {
+			v := pending.Get(seqKey(seq))
+			if v == nil {
+				continue
+			}
+			e, err := decodeEntry(v)
+			if err != nil {
+				return err
+			}
+			e.Record = record
+			value := encodeEntry(e)
+			delta += int64(len(value) - len(v))
+			if err := pending.Put(seqKey(seq), value); err != nil {
+				return err
+			}
 		}
-		e, err := decodeEntry(v)
-		if err != nil {
-			return err
-		}
-		e.Record = record
-		value := encodeEntry(e)
-		delta = int64(len(value) - len(v))
-		return pending.Put(seqKey(seq), value)
+		return nil
 	})
 	if err != nil {
 		return b.writeError("freeze", err)
@@ -242,14 +261,15 @@ func (b *Bolt) Done(seqs ...uint64) error {
 	return nil
 }
 
-// DeadLetter implements Spool. When more than MaxDeadLetters are kept, the
-// oldest are deleted.
+// DeadLetter implements Spool. When more than MaxDeadLetters or
+// MaxDeadBytes are kept, the oldest are deleted.
 func (b *Bolt) DeadLetter(dls ...DeadLetter) error {
-	var bytes, count, deadDelta int64
+	var bytes, count, deadDelta, deadBytesDelta int64
 	err := b.db.Batch(func(tx *bolt.Tx) error {
-		bytes, count, deadDelta = 0, 0, 0
+		bytes, count, deadDelta, deadBytesDelta = 0, 0, 0, 0
 		pending, dead := tx.Bucket(bucketPending), tx.Bucket(bucketDead)
-		for _, dl := range dls {
+		for i := range dls {
+			dl := &dls[i]
 			key := seqKey(dl.Entry.Seq)
 			if v := pending.Get(key); v != nil {
 				bytes += int64(len(v))
@@ -258,25 +278,34 @@ func (b *Bolt) DeadLetter(dls ...DeadLetter) error {
 					return err
 				}
 			}
-			value, err := json.Marshal(toStoredDeadLetter(dl))
+			id, err := dead.NextSequence()
 			if err != nil {
 				return err
 			}
-			if dead.Get(key) == nil {
-				deadDelta++
-			}
-			if err := dead.Put(key, value); err != nil {
+			dl.ID = id
+			value, err := json.Marshal(toStoredDeadLetter(*dl))
+			if err != nil {
 				return err
 			}
+			if err := dead.Put(seqKey(id), value); err != nil {
+				return err
+			}
+			deadDelta++
+			deadBytesDelta += int64(len(value))
 		}
-		over := b.dead.Load() + deadDelta - int64(b.opts.MaxDeadLetters)
+
+		// Delete the oldest dead letters beyond the limits.
 		c := dead.Cursor()
-		for k, _ := c.First(); k != nil && over > 0; k, _ = c.First() {
+		for k, v := c.First(); k != nil; k, v = c.First() {
+			n, size := b.dead.Load()+deadDelta, b.deadBytes.Load()+deadBytesDelta
+			if n <= int64(b.opts.MaxDeadLetters) && size <= b.opts.MaxDeadBytes {
+				break
+			}
+			deadDelta--
+			deadBytesDelta -= int64(len(v))
 			if err := dead.Delete(k); err != nil {
 				return err
 			}
-			over--
-			deadDelta--
 		}
 		return nil
 	})
@@ -286,6 +315,7 @@ func (b *Bolt) DeadLetter(dls ...DeadLetter) error {
 	b.bytes.Add(-bytes)
 	b.pending.Add(-count)
 	b.dead.Add(deadDelta)
+	b.deadBytes.Add(deadBytesDelta)
 	return nil
 }
 
@@ -299,7 +329,9 @@ func (b *Bolt) DeadLetters(max int) ([]DeadLetter, error) {
 			if err := json.Unmarshal(v, &s); err != nil {
 				return fmt.Errorf("dead letter %d: %w", binary.BigEndian.Uint64(k), err)
 			}
-			out = append(out, s.deadLetter())
+			dl := s.deadLetter()
+			dl.ID = binary.BigEndian.Uint64(k)
+			out = append(out, dl)
 		}
 		return nil
 	})
@@ -309,21 +341,28 @@ func (b *Bolt) DeadLetters(max int) ([]DeadLetter, error) {
 	return out, nil
 }
 
+// deadKeys returns the keys of the dead letters with the given IDs, or of
+// all of them when ids is empty.
+func deadKeys(dead *bolt.Bucket, ids []uint64) [][]byte {
+	var keys [][]byte
+	dead.ForEach(func(k, _ []byte) error {
+		if len(ids) == 0 || slices.Contains(ids, binary.BigEndian.Uint64(k)) {
+			keys = append(keys, slices.Clone(k))
+		}
+		return nil
+	})
+	return keys
+}
+
 // Replay implements Spool.
-func (b *Bolt) Replay(seqs ...uint64) (int, error) {
-	var replayed, bytes int64
+func (b *Bolt) Replay(ids ...uint64) (int, error) {
+	var replayed, bytes, deadBytes int64
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		pending, dead := tx.Bucket(bucketPending), tx.Bucket(bucketDead)
-		var keys [][]byte
-		dead.ForEach(func(k, _ []byte) error {
-			if len(seqs) == 0 || slices.Contains(seqs, binary.BigEndian.Uint64(k)) {
-				keys = append(keys, slices.Clone(k))
-			}
-			return nil
-		})
-		for _, k := range keys {
+		for _, k := range deadKeys(dead, ids) {
+			stored := dead.Get(k)
 			var s storedDeadLetter
-			if err := json.Unmarshal(dead.Get(k), &s); err != nil {
+			if err := json.Unmarshal(stored, &s); err != nil {
 				return fmt.Errorf("dead letter %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			e := s.deadLetter().Entry
@@ -335,6 +374,7 @@ func (b *Bolt) Replay(seqs ...uint64) (int, error) {
 			if err := pending.Put(seqKey(seq), value); err != nil {
 				return err
 			}
+			deadBytes += int64(len(stored))
 			if err := dead.Delete(k); err != nil {
 				return err
 			}
@@ -349,22 +389,17 @@ func (b *Bolt) Replay(seqs ...uint64) (int, error) {
 	b.bytes.Add(bytes)
 	b.pending.Add(replayed)
 	b.dead.Add(-replayed)
+	b.deadBytes.Add(-deadBytes)
 	return int(replayed), nil
 }
 
 // Purge implements Spool.
-func (b *Bolt) Purge(seqs ...uint64) (int, error) {
-	var purged int64
+func (b *Bolt) Purge(ids ...uint64) (int, error) {
+	var purged, deadBytes int64
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		dead := tx.Bucket(bucketDead)
-		var keys [][]byte
-		dead.ForEach(func(k, _ []byte) error {
-			if len(seqs) == 0 || slices.Contains(seqs, binary.BigEndian.Uint64(k)) {
-				keys = append(keys, slices.Clone(k))
-			}
-			return nil
-		})
-		for _, k := range keys {
+		for _, k := range deadKeys(dead, ids) {
+			deadBytes += int64(len(dead.Get(k)))
 			if err := dead.Delete(k); err != nil {
 				return err
 			}
@@ -376,6 +411,7 @@ func (b *Bolt) Purge(seqs ...uint64) (int, error) {
 		return 0, b.writeError("purge", err)
 	}
 	b.dead.Add(-purged)
+	b.deadBytes.Add(-deadBytes)
 	return int(purged), nil
 }
 
@@ -385,7 +421,27 @@ func (b *Bolt) Stats() Stats {
 		Pending:     int(b.pending.Load()),
 		Bytes:       b.bytes.Load(),
 		DeadLetters: int(b.dead.Load()),
+		DeadBytes:   b.deadBytes.Load(),
 	}
+}
+
+// bucketProbe holds the key that Probe writes.
+var bucketProbe = []byte("probe")
+
+// Probe implements Spool: it commits a small write, so a full or read-only
+// disk shows up before a webhook is refused.
+func (b *Bolt) Probe() error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		bucket, err := tx.CreateBucketIfNotExists(bucketProbe)
+		if err != nil {
+			return err
+		}
+		return bucket.Put(bucketProbe, encodeTime(b.opts.Now()))
+	})
+	if err != nil {
+		return b.writeError("probe", err)
+	}
+	return nil
 }
 
 // Close implements Spool. It is safe to call more than once.

@@ -37,13 +37,16 @@ type Entry struct {
 	Value any
 }
 
-// size estimates the bytes an entry takes in a spool.
+// size estimates the bytes an entry takes in a spool, without Value.
 func (e *Entry) size() int64 {
 	return int64(len(e.Key) + len(e.Payload) + len(e.Record) + 64)
 }
 
 // DeadLetter is an entry that delivery gave up on, with the reason.
 type DeadLetter struct {
+	// ID identifies the dead letter, assigned by the spool. One entry may
+	// have several dead letters, for example one per failed profile update.
+	ID       uint64
 	Entry    Entry
 	Stage    string    // resolve, map, import, engage set_once, engage set or shutdown
 	Reason   string    // cause of the failure
@@ -59,6 +62,7 @@ type Stats struct {
 	Pending     int   // entries not yet delivered or dead-lettered
 	Bytes       int64 // estimated size of the pending entries
 	DeadLetters int
+	DeadBytes   int64 // estimated size of the dead letters
 }
 
 // Spool is a store of pending entries and dead letters. Implementations
@@ -73,30 +77,35 @@ type Spool interface {
 	// order.
 	Load(after uint64, max int) ([]*Entry, error)
 
-	// Freeze stores the mapped record of a pending entry.
-	Freeze(seq uint64, record []byte) error
+	// Freeze stores the mapped records of pending entries, keyed by Seq,
+	// in one write.
+	Freeze(records map[uint64][]byte) error
 
 	// Done removes delivered entries.
 	Done(seqs ...uint64) error
 
 	// DeadLetter removes the entries of dls from the pending ones and keeps
-	// the dead letters.
+	// the dead letters, assigning each an ID. When the dead letters exceed
+	// their count or byte limit, the oldest are deleted.
 	DeadLetter(dls ...DeadLetter) error
 
 	// DeadLetters returns up to max dead letters, oldest first.
 	DeadLetters(max int) ([]DeadLetter, error)
 
-	// Replay appends the named dead letters (all of them when seqs is
-	// empty) as new pending entries with their frozen records, bypassing
-	// the dedup check, and removes them from the dead letters. It returns
-	// how many it replayed.
-	Replay(seqs ...uint64) (int, error)
+	// Replay appends the dead letters with the given IDs (all of them when
+	// ids is empty) as new pending entries with their frozen records,
+	// bypassing the dedup check, and removes them from the dead letters.
+	// It returns how many it replayed.
+	Replay(ids ...uint64) (int, error)
 
-	// Purge deletes the named dead letters (all of them when seqs is
-	// empty) and returns how many it deleted.
-	Purge(seqs ...uint64) (int, error)
+	// Purge deletes the dead letters with the given IDs (all of them when
+	// ids is empty) and returns how many it deleted.
+	Purge(ids ...uint64) (int, error)
 
 	Stats() Stats
+
+	// Probe returns an error when the spool cannot be written.
+	Probe() error
 
 	// Close releases the spool. Pending entries of a Bolt spool stay on
 	// disk for the next Open.

@@ -39,11 +39,11 @@ const testWindow = time.Hour
 func implementations(t *testing.T) map[string]func(dir string, c *clock) Spool {
 	return map[string]func(string, *clock) Spool{
 		"memory": func(_ string, c *clock) Spool {
-			return NewMemory(MemoryOptions{Capacity: 5, MaxDeadLetters: 3, DedupWindow: testWindow, DedupKeys: 100, Now: c.Now})
+			return NewMemory(MemoryOptions{Capacity: 5, MaxBytes: 1 << 20, MaxDeadLetters: 3, MaxDeadBytes: 1 << 20, DedupWindow: testWindow, DedupKeys: 100, Now: c.Now})
 		},
 		"bolt": func(dir string, c *clock) Spool {
 			// An encoded test entry takes about 40 bytes, so both hold about 5.
-			sp, err := OpenBolt(dir, BoltOptions{MaxBytes: 5 * 40, MaxDeadLetters: 3, DedupWindow: testWindow, Now: c.Now})
+			sp, err := OpenBolt(dir, BoltOptions{MaxBytes: 5 * 40, MaxDeadLetters: 3, MaxDeadBytes: 1 << 20, DedupWindow: testWindow, Now: c.Now})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -169,7 +169,7 @@ func TestFreezeAndDeadLetters(t *testing.T) {
 			entries = append(entries, e)
 		}
 		record := []byte(`{"Event":{"event":"x","properties":{"time":1}}}`)
-		if err := sp.Freeze(entries[0].Seq, record); err != nil {
+		if err := sp.Freeze(map[uint64][]byte{entries[0].Seq: record}); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := sp.Load(0, 1)
@@ -193,13 +193,13 @@ func TestFreezeAndDeadLetters(t *testing.T) {
 		}
 		// MaxDeadLetters is 3, so the oldest one is gone.
 		if len(dead) != 3 || dead[0].Entry.Key != "b" {
-			t.Fatalf("dead letters: got %v, want b, c, d", deadKeys(dead))
+			t.Fatalf("dead letters: got %v, want b, c, d", deadLetterKeys(dead))
 		}
 		if dead[0].Stage != "import" || dead[0].Status != 400 || dead[0].Attempts != 2 || dead[0].Reason != "bad" {
 			t.Errorf("dead letter fields: got %+v", dead[0])
 		}
 
-		n, err := sp.Replay(dead[0].Entry.Seq)
+		n, err := sp.Replay(dead[0].ID)
 		if err != nil || n != 1 {
 			t.Fatalf("Replay one: got %d, %v, want 1", n, err)
 		}
@@ -247,7 +247,7 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	a, b := entry("a"), entry("b")
 	mustAppend(t, sp, a)
 	mustAppend(t, sp, b)
-	sp.Freeze(a.Seq, []byte(`{"x":1}`))
+	sp.Freeze(map[uint64][]byte{a.Seq: []byte(`{"x":1}`)})
 	sp.DeadLetter(DeadLetter{Entry: *b, Stage: "import", Reason: "bad"})
 	if err := sp.Close(); err != nil {
 		t.Fatal(err)
@@ -277,7 +277,7 @@ func TestBoltSurvivesReopen(t *testing.T) {
 
 func TestBoltExpiresDedupKeys(t *testing.T) {
 	c := &clock{now: time.Unix(1800000000, 0)}
-	sp, err := OpenBolt(t.TempDir(), BoltOptions{MaxBytes: 1 << 20, MaxDeadLetters: 10, DedupWindow: testWindow, Now: c.Now})
+	sp, err := OpenBolt(t.TempDir(), BoltOptions{MaxBytes: 1 << 20, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: testWindow, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,10 +333,86 @@ func keys(entries []*Entry) []string {
 	return out
 }
 
-func deadKeys(dls []DeadLetter) []string {
+func deadLetterKeys(dls []DeadLetter) []string {
 	var out []string
 	for _, dl := range dls {
 		out = append(out, dl.Entry.Key)
 	}
 	return out
+}
+
+func TestDeadLettersOfOneEntryKeptApart(t *testing.T) {
+	forEach(t, func(t *testing.T, open func() Spool, c *clock) {
+		sp := open()
+		defer sp.Close()
+		e := entry("a")
+		mustAppend(t, sp, e)
+		if err := sp.DeadLetter(DeadLetter{Entry: *e, Stage: "engage set_once"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := sp.DeadLetter(DeadLetter{Entry: *e, Stage: "engage set"}); err != nil {
+			t.Fatal(err)
+		}
+		dead, _ := sp.DeadLetters(10)
+		if len(dead) != 2 || dead[0].Stage != "engage set_once" || dead[1].Stage != "engage set" {
+			t.Fatalf("dead letters: got %+v, want both stages", dead)
+		}
+		if dead[0].ID == dead[1].ID {
+			t.Errorf("dead letters share ID %d", dead[0].ID)
+		}
+		if n, _ := sp.Purge(dead[0].ID); n != 1 {
+			t.Errorf("Purge by ID: got %d, want 1", n)
+		}
+	})
+}
+
+func TestDeadLettersBoundedByBytes(t *testing.T) {
+	c := &clock{now: time.Unix(1800000000, 0)}
+	big := func(key string) *Entry {
+		return &Entry{Key: key, Payload: make([]byte, 4000)}
+	}
+	spools := map[string]Spool{
+		"memory": NewMemory(MemoryOptions{Capacity: 100, MaxBytes: 1 << 20, MaxDeadLetters: 100, MaxDeadBytes: 10_000, DedupWindow: testWindow, DedupKeys: 100, Now: c.Now}),
+	}
+	bolt, err := OpenBolt(t.TempDir(), BoltOptions{MaxBytes: 1 << 20, MaxDeadLetters: 100, MaxDeadBytes: 20_000, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spools["bolt"] = bolt
+	for name, sp := range spools {
+		t.Run(name, func(t *testing.T) {
+			defer sp.Close()
+			for i := range 10 {
+				e := big(string(rune('a' + i)))
+				mustAppend(t, sp, e)
+				sp.DeadLetter(DeadLetter{Entry: *e, Stage: "import"})
+			}
+			st := sp.Stats()
+			if st.DeadLetters == 0 || st.DeadLetters >= 10 {
+				t.Errorf("dead letters kept: got %d, want some but not all 10", st.DeadLetters)
+			}
+			dead, _ := sp.DeadLetters(100)
+			if len(dead) != st.DeadLetters || dead[len(dead)-1].Entry.Key != "j" {
+				t.Errorf("kept: got %v, want the newest ones", deadLetterKeys(dead))
+			}
+		})
+	}
+}
+
+func TestMemoryBoundedByBytes(t *testing.T) {
+	sp := NewMemory(MemoryOptions{Capacity: 1000, MaxBytes: 100_000, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20})
+	body := make([]byte, 1000)
+	n := 0
+	for ; n < 1000; n++ {
+		// A decoded event counts many times its body.
+		if err := sp.Append(&Entry{Payload: body, Value: struct{}{}}); err != nil {
+			if !errors.Is(err, ErrFull) {
+				t.Fatalf("Append: %v", err)
+			}
+			break
+		}
+	}
+	if n == 0 || n > 5 {
+		t.Errorf("entries accepted: got %d, want a few within 100 kB", n)
+	}
 }
