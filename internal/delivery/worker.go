@@ -34,7 +34,8 @@ func (p *Pool) work() {
 // abandoned instead.
 func (p *Pool) prepare(j *Job) bool {
 	if j.record != nil {
-		return p.measure(j)
+		p.measure(j)
+		return true
 	}
 	first := time.Now()
 	if j.event == nil {
@@ -62,9 +63,7 @@ func (p *Pool) prepare(j *Job) bool {
 	opts.ReceivedAt = j.entry.Received
 	rec := mapping.Map(j.event, who, opts)
 	j.record = &rec
-	if !p.measure(j) {
-		return false
-	}
+	p.measure(j)
 	if p.cfg.Durable {
 		// Encoded here, on the parallel workers; the sender stores a whole
 		// batch of them in one spool write.
@@ -81,15 +80,9 @@ func (p *Pool) prepare(j *Job) bool {
 	return true
 }
 
-// measure sets j.size from the record's event JSON.
-func (p *Pool) measure(j *Job) bool {
-	data, err := json.Marshal(j.record.Event)
-	if err != nil {
-		p.deadLetter([]*Job{j}, DeadLetter{Stage: "map", Reason: err.Error(), First: time.Now()})
-		return false
-	}
-	j.size = len(data)
-	return true
+// measure sets j.size to the length of the record's event JSON.
+func (p *Pool) measure(j *Job) {
+	j.size = mapping.EncodedSize(j.record.Event)
 }
 
 // resolve calls the resolver for j's user. ErrNotFound and an empty identity

@@ -1,0 +1,56 @@
+package mapping
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/branchmp/branchmp/identity"
+	"github.com/branchmp/branchmp/internal/branch"
+	"github.com/branchmp/branchmp/internal/fixtures"
+)
+
+func TestEncodedSizeMatchesMarshal(t *testing.T) {
+	events := []Event{
+		{Name: "", Properties: map[string]any{}},
+		{Name: "x", Properties: map[string]any{"a": nil, "b": true, "c": false, "d": int64(-12), "e": 7}},
+		{Name: "<&>\"\\\n\t\x01", Properties: map[string]any{"é\u2028": "\xff\xfe ok", "list": []any{"a", json.Number("1.5"), []any{}, map[string]any{"k": "v"}}}},
+		{Name: "f", Properties: map[string]any{"float": 1.25, "t": time.Unix(0, 0).UTC()}},
+	}
+	for _, f := range fixtures.Bodies() {
+		ev, err := branch.Decode(f.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, Map(ev, identity.Identity{UserID: ev.User.DeveloperIdentity}, Options{}).Event)
+	}
+	for i, e := range events {
+		data, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := EncodedSize(e); got != len(data) {
+			t.Errorf("event %d: EncodedSize %d, want %d (%s)", i, got, len(data), data)
+		}
+	}
+}
+
+func FuzzEncodedSize(f *testing.F) {
+	for _, b := range fixtures.Bodies() {
+		f.Add(b.Data)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ev, err := branch.Decode(body)
+		if err != nil {
+			return
+		}
+		e := Map(ev, identity.Identity{UserID: ev.User.DeveloperIdentity}, Options{}).Event
+		data, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := EncodedSize(e); got != len(data) {
+			t.Errorf("EncodedSize %d, want %d", got, len(data))
+		}
+	})
+}
