@@ -2,7 +2,6 @@ package mapping
 
 import (
 	"encoding/json"
-	"math/big"
 	"sort"
 	"strconv"
 	"strings"
@@ -86,10 +85,6 @@ func safeKey(key string) string {
 // deeper values become JSON strings.
 const maxNesting = 4
 
-// maxExactInt is 2^53, the largest integer below which every integer has
-// an exact float64, the number type Mixpanel stores.
-var maxExactInt = big.NewInt(1 << 53)
-
 // sanitize makes a decoded JSON value safe for Mixpanel: integers beyond
 // 2^53 become strings so no digit is lost, as do numbers beyond the float64
 // range. Objects inside lists are flattened, nulls inside lists are dropped.
@@ -143,14 +138,26 @@ func sanitizeNumber(n json.Number) any {
 		}
 		return n
 	}
-	i, ok := new(big.Int).SetString(s, 10)
-	if !ok {
-		return s
+	if exactInt(s) {
+		return n
 	}
-	if i.CmpAbs(maxExactInt) > 0 {
-		return s
+	return s
+}
+
+// exactInt reports whether the decimal integer s is within ±2^53, without
+// allocating: by its digit count, and by comparing digits when it has as
+// many as 2^53.
+func exactInt(s string) bool {
+	digits := strings.TrimPrefix(s, "-")
+	digits = strings.TrimLeft(digits, "0")
+	const limit = "9007199254740992" // 2^53
+	switch {
+	case len(digits) < len(limit):
+		return true
+	case len(digits) > len(limit):
+		return false
 	}
-	return n
+	return digits <= limit
 }
 
 func jsonString(v any) string {

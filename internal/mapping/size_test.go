@@ -54,3 +54,26 @@ func FuzzEncodedSize(f *testing.F) {
 		}
 	})
 }
+
+func TestExactInt(t *testing.T) {
+	tests := []struct {
+		give string
+		want bool
+	}{
+		{"0", true},
+		{"-0", true},
+		{"9007199254740992", true},
+		{"-9007199254740992", true},
+		{"9007199254740993", false},
+		{"0009007199254740992", true},
+		{"10000000000000000", false},
+		{"999999999999999", true},
+		{"1234567890123456789", false},
+		{"-1234567890123456789", false},
+	}
+	for _, tt := range tests {
+		if got := exactInt(tt.give); got != tt.want {
+			t.Errorf("exactInt(%q): got %v, want %v", tt.give, got, tt.want)
+		}
+	}
+}
