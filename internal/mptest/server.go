@@ -2,6 +2,10 @@
 // Mixpanel's /import and /engage endpoints in tests and the demo. It decodes what it receives the
 // way Mixpanel does (gzip, JSON arrays, basic auth), records it, and can be
 // told to respond with faults.
+//
+// For load tests, StartWith(Options{CountOnly: true}) keeps counters
+// instead of every request, and Options.Delay, AddFault and Hold make it
+// slow, failing or stalled.
 package mptest
 
 import (
@@ -15,6 +19,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,8 +48,9 @@ type Response struct {
 type Server struct {
 	URL string
 
-	srv *http.Server
-	ln  net.Listener
+	srv  *http.Server
+	ln   net.Listener
+	opts Options
 
 	mu       sync.Mutex
 	requests []Request
@@ -52,6 +58,11 @@ type Server struct {
 	fault    func(path string) *Response
 	insertID map[string]int // $insert_id -> times imported
 	changed  chan struct{}  // closed and replaced after each request
+
+	faults []Fault       // scheduled faults, see AddFault
+	hold   chan struct{} // non-nil during a Hold, closed by Release
+	counts *counter      // non-nil with CountOnly
+	conns  atomic.Int64  // TCP connections accepted
 }
 
 // Start starts a server on 127.0.0.1 with a random port.
@@ -61,24 +72,42 @@ func Start() (*Server, error) {
 
 // StartAt starts a server listening on addr.
 func StartAt(addr string) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+	return StartWith(Options{Addr: addr})
+}
+
+// StartWith starts a server configured by opts.
+func StartWith(opts Options) (*Server, error) {
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("mptest: listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("mptest: listen on %s: %w", opts.Addr, err)
 	}
 	s := &Server{
 		URL:      "http://" + ln.Addr().String(),
 		ln:       ln,
+		opts:     opts,
 		script:   make(map[string][]Response),
 		insertID: make(map[string]int),
 		changed:  make(chan struct{}),
 	}
-	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
+	if opts.CountOnly {
+		s.counts = newCounter()
+	}
+	s.srv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 5 * time.Second,
+		ConnState:         s.trackConn,
+	}
 	go s.srv.Serve(ln)
 	return s, nil
 }
 
-// Close stops the server and waits for its handlers.
+// Close stops the server and waits for its handlers. It releases a Hold
+// first, so that held requests get their responses.
 func (s *Server) Close() error {
+	s.Release()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.srv.Shutdown(ctx)
@@ -100,7 +129,8 @@ func (s *Server) SetFault(f func(path string) *Response) {
 	s.fault = f
 }
 
-// Requests returns every request received, in order.
+// Requests returns every request received, in order. With CountOnly it
+// returns nil.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -132,6 +162,9 @@ func (s *Server) records(path string) []map[string]any {
 // UniqueEvents returns how many distinct $insert_id values were imported,
 // which is what Mixpanel counts after deduplication.
 func (s *Server) UniqueEvents() int {
+	if s.counts != nil {
+		return s.Counts().DistinctIDs
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.insertID)
@@ -139,11 +172,17 @@ func (s *Server) UniqueEvents() int {
 
 // WaitEvents waits until at least n events were imported or ctx ends.
 func (s *Server) WaitEvents(ctx context.Context, n int) error {
+	if s.counts != nil {
+		return s.wait(ctx, func() bool { return s.Counts().Events >= n })
+	}
 	return s.wait(ctx, func() bool { return len(s.Events()) >= n })
 }
 
 // WaitRequests waits until at least n requests for path arrived or ctx ends.
 func (s *Server) WaitRequests(ctx context.Context, path string, n int) error {
+	if s.counts != nil {
+		return s.wait(ctx, func() bool { return s.counts.requests(path) >= n })
+	}
 	return s.wait(ctx, func() bool {
 		count := 0
 		for _, r := range s.Requests() {
@@ -173,6 +212,10 @@ func (s *Server) wait(ctx context.Context, done func() bool) error {
 
 // ServeHTTP handles /import and /engage like Mixpanel.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.counts != nil {
+		s.serveCounting(w, r)
+		return
+	}
 	req := Request{
 		At:              time.Now(),
 		Path:            r.URL.Path,
@@ -194,6 +237,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		status, body = answer.Status, answer.Body
 	}
+	s.pause(r.Context())
 	req.Status = status
 	s.record(req)
 	w.WriteHeader(status)
@@ -235,9 +279,11 @@ func (s *Server) nextAnswer(path string) *Response {
 		return &queue[0]
 	}
 	if s.fault != nil {
-		return s.fault(path)
+		if answer := s.fault(path); answer != nil {
+			return answer
+		}
 	}
-	return nil
+	return s.scheduledFault(time.Now())
 }
 
 func (s *Server) record(req Request) {
