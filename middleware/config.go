@@ -388,6 +388,9 @@ func (c Config) withDefaults() Config {
 		// An own transport, so closing its idle connections at Shutdown
 		// leaves the host's other clients alone.
 		transport := http.DefaultTransport.(*http.Transport).Clone()
+		// One idle connection for each request that may be in flight: the
+		// workers' imports and their two profile updates.
+		transport.MaxIdleConnsPerHost = 3 * c.Workers
 		c.HTTPClient = &http.Client{Timeout: c.Timeout, Transport: transport}
 	} else if c.HTTPClient.Timeout == 0 {
 		hc := *c.HTTPClient

@@ -105,6 +105,7 @@ type Pool struct {
 	closed  bool
 	closing chan struct{} // closed by Shutdown
 	notify  chan struct{} // wakes the feeder; capacity 1 so a signal is never lost
+	flush   chan struct{} // asks the batcher to send now; capacity 1, as notify
 
 	intake  chan *Job
 	records chan *Job
@@ -140,6 +141,7 @@ func Start(cfg Config) *Pool {
 		eventLog: logfield.Sampled(cfg.Logger),
 		closing:  make(chan struct{}),
 		notify:   make(chan struct{}, 1),
+		flush:    make(chan struct{}, 1),
 		intake:   make(chan *Job, feedChunk),
 		records:  make(chan *Job),
 		batches:  make(chan []*Job),
@@ -184,6 +186,14 @@ func (p *Pool) Accept(e *spool.Entry) error {
 	switch {
 	case errors.Is(err, spool.ErrDuplicate):
 		p.deduplicated.Add(1)
+		return err
+	case errors.Is(err, spool.ErrFull):
+		// Events waiting for a partial batch hold room in the spool; send
+		// them now instead of after the flush interval.
+		select {
+		case p.flush <- struct{}{}:
+		default:
+		}
 		return err
 	case err != nil:
 		return err

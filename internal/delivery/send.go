@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -160,8 +161,10 @@ func (p *Pool) splitFailed(jobs []*Job, res mpclient.Result, attempt int, first 
 // secret is retried without limit, because every event is kept until an
 // operator fixes the configuration.
 func (p *Pool) retryDelay(stage string, n int, res mpclient.Result, attempt int, first time.Time) (time.Duration, bool) {
+	// Mixpanel's Retry-After says when to come back; without it, the
+	// exponential backoff guesses.
 	delay := backoff(attempt, p.cfg.RetryBase, p.cfg.RetryMax)
-	if res.RetryAfter > delay {
+	if res.RetryAfter > 0 {
 		delay = res.RetryAfter
 	}
 	fields := []zap.Field{
@@ -239,8 +242,12 @@ func (p *Pool) sendProfiles(jobs []*Job) {
 			set = append(set, mpclient.Profile{DistinctID: rec.DistinctID, Properties: rec.Set, IP: rec.IP})
 		}
 	}
-	p.engage("set_once", onceJobs, once, p.cfg.Client.PeopleSetOnce)
+	// The two operations touch different properties, so they may run at
+	// once; that halves the round trips a batch waits for.
+	var wg sync.WaitGroup
+	wg.Go(func() { p.engage("set_once", onceJobs, once, p.cfg.Client.PeopleSetOnce) })
 	p.engage("set", setJobs, set, p.cfg.Client.PeopleSet)
+	wg.Wait()
 }
 
 type engageFunc func(context.Context, []mpclient.Profile) mpclient.Result
