@@ -19,16 +19,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 	for _, durable := range []bool{false, true} {
 		name := map[bool]string{false: "memory", true: "spool"}[durable]
 		b.Run(name, func(b *testing.B) {
-			mp := startMixpanelB(b)
-			cfg := Config{Token: "t", BaseURL: mp.URL, QueueCapacity: 1 << 20, QueueMaxBytes: 4 << 30}
-			if durable {
-				cfg.SpoolDir = b.TempDir()
-			}
-			bridge, err := New(cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer bridge.Shutdown(context.Background())
+			bridge := newBenchBridge(b, durable)
 
 			body := fixtures.BodyNamed("purchase-android")
 			b.ReportAllocs()
@@ -55,16 +46,7 @@ func BenchmarkServeHTTPParallel(b *testing.B) {
 	for _, durable := range []bool{false, true} {
 		name := map[bool]string{false: "memory", true: "spool"}[durable]
 		b.Run(name, func(b *testing.B) {
-			mp := startMixpanelB(b)
-			cfg := Config{Token: "t", BaseURL: mp.URL, QueueCapacity: 1 << 20, QueueMaxBytes: 4 << 30}
-			if durable {
-				cfg.SpoolDir = b.TempDir()
-			}
-			bridge, err := New(cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer bridge.Shutdown(context.Background())
+			bridge := newBenchBridge(b, durable)
 
 			body := fixtures.BodyNamed("purchase-android")
 			var seq atomicCounter
@@ -103,4 +85,22 @@ func startMixpanelB(b *testing.B) *httptest.Server {
 	}))
 	b.Cleanup(srv.Close)
 	return srv
+}
+
+// newBenchBridge starts a bridge that accepts a whole benchmark run, with
+// the spool on disk when durable, and shuts it down when the benchmark
+// ends.
+func newBenchBridge(b *testing.B, durable bool) *Bridge {
+	b.Helper()
+	mp := startMixpanelB(b)
+	cfg := Config{Token: "t", BaseURL: mp.URL, QueueCapacity: 1 << 20, QueueMaxBytes: 4 << 30}
+	if durable {
+		cfg.SpoolDir = b.TempDir()
+	}
+	bridge, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { bridge.Shutdown(context.Background()) })
+	return bridge
 }
