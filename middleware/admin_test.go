@@ -84,3 +84,44 @@ func itoa(n uint64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
 }
+
+func TestDeadLetterIDsWorkForReplayAndPurge(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "bolt"}[durable], func(t *testing.T) {
+			mp := startMixpanel(t)
+			cfg := testConfig(mp)
+			if durable {
+				cfg.SpoolDir = t.TempDir()
+			}
+			b := newBridge(t, cfg)
+			// Delivered events first, so spool sequence numbers and dead
+			// letter IDs differ.
+			for i := range 3 {
+				sendEvent(t, b, i+1)
+			}
+			waitFor(t, func() bool { return b.Stats().Delivered == 3 })
+			mp.SetFault(func(path string) *mptest.Response {
+				if path == "/import" {
+					return &mptest.Response{Status: 400, Body: "not json"}
+				}
+				return nil
+			})
+			sendEvent(t, b, 4)
+			sendEvent(t, b, 5)
+			waitFor(t, func() bool { return b.Stats().DeadLetters == 2 })
+
+			dead := deadLetters(t, b)
+			if n, err := b.Purge(dead[0].ID); err != nil || n != 1 {
+				t.Fatalf("Purge(%d): got %d, %v, want 1", dead[0].ID, n, err)
+			}
+			mp.SetFault(nil)
+			if n, err := b.Replay(dead[1].ID); err != nil || n != 1 {
+				t.Fatalf("Replay(%d): got %d, %v, want 1", dead[1].ID, n, err)
+			}
+			waitFor(t, func() bool { return b.Stats().Delivered == 4 })
+			if got := len(deadLetters(t, b)); got != 0 {
+				t.Errorf("dead letters left: got %d, want 0", got)
+			}
+		})
+	}
+}

@@ -75,7 +75,8 @@ func lastSegment(path string) string {
 // value accepts every address.
 type ipFilter struct {
 	allowed []netip.Prefix // nil disables the filter
-	trusted []netip.Prefix // proxies whose forwarding headers are believed
+	trusted []netip.Prefix // proxies whose forwarding header is believed
+	header  string         // the header the trusted proxies write
 }
 
 func parsePrefixes(field string, list []string) ([]netip.Prefix, error) {
@@ -114,8 +115,10 @@ func (f *ipFilter) allow(r *http.Request) bool {
 }
 
 // clientAddr returns the address of the client: the direct peer, or, when
-// the peer is a trusted proxy, the nearest address in X-Forwarded-For or
-// Forwarded that is not itself a trusted proxy.
+// the peer is a trusted proxy, the nearest address in the configured
+// forwarding header that is not itself a trusted proxy. Only that header is
+// read: a proxy passes other headers from the client through unchanged, so
+// they could name any address.
 func (f *ipFilter) clientAddr(r *http.Request) (netip.Addr, bool) {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -125,7 +128,7 @@ func (f *ipFilter) clientAddr(r *http.Request) (netip.Addr, bool) {
 	if !contains(f.trusted, addr) {
 		return addr, true
 	}
-	hops := forwardedFor(r.Header)
+	hops := forwardedFor(r.Header, f.header)
 	// Walk from the nearest hop outwards: every address a trusted proxy
 	// added is believed, the first untrusted one is the client.
 	for i := len(hops) - 1; i >= 0; i-- {
@@ -141,12 +144,12 @@ func (f *ipFilter) clientAddr(r *http.Request) (netip.Addr, bool) {
 	return addr, true
 }
 
-// forwardedFor returns the client addresses of the Forwarded header, or of
-// X-Forwarded-For when there is no Forwarded header, outermost first.
-func forwardedFor(h http.Header) []string {
+// forwardedFor returns the client addresses in header, outermost first:
+// the "for" values of Forwarded, or the list of X-Forwarded-For.
+func forwardedFor(h http.Header, header string) []string {
 	var hops []string
-	if values := h.Values("Forwarded"); len(values) > 0 {
-		for _, v := range values {
+	if strings.EqualFold(header, "Forwarded") {
+		for _, v := range h.Values("Forwarded") {
 			for _, element := range strings.Split(v, ",") {
 				for _, pair := range strings.Split(element, ";") {
 					key, value, ok := strings.Cut(strings.TrimSpace(pair), "=")
@@ -158,7 +161,7 @@ func forwardedFor(h http.Header) []string {
 		}
 		return hops
 	}
-	for _, v := range h.Values("X-Forwarded-For") {
+	for _, v := range h.Values(header) {
 		for _, hop := range strings.Split(v, ",") {
 			hops = append(hops, strings.TrimSpace(hop))
 		}

@@ -77,7 +77,7 @@ func New(cfg Config) (*Bridge, error) {
 		ignore:      []string{cfg.SecretParam},
 		now:         time.Now,
 		auth:        newAuthenticator(cfg),
-		ips:         ipFilter{allowed: allowed, trusted: trusted},
+		ips:         ipFilter{allowed: allowed, trusted: trusted, header: http.CanonicalHeaderKey(cfg.ForwardedHeader)},
 		decodeSlots: make(chan struct{}, cfg.MaxConcurrentDecodes),
 	}
 	if cfg.WebhookSecret == "" {
@@ -98,6 +98,7 @@ func New(cfg Config) (*Bridge, error) {
 		Spool:           sp,
 		Durable:         cfg.SpoolDir != "",
 		Decode:          b.decodeEntry,
+		InflightBytes:   cfg.QueueMaxBytes,
 		Workers:         cfg.Workers,
 		BatchSize:       cfg.BatchSize,
 		BatchBytes:      cfg.MaxBatchBytes,

@@ -79,8 +79,8 @@ type Config struct {
 	// QueueMaxBytes bounds the memory of the in-memory spool's events: their
 	// bodies, mapped records and an estimate of their decoded form (20
 	// times the body). Beyond it webhooks get 503. In-memory dead letters
-	// may take a quarter of it on top. It does not apply with SpoolDir.
-	// Default 256 MiB.
+	// may take a quarter of it on top. With SpoolDir it bounds the events
+	// that the workers hold at once instead. Default 256 MiB.
 	QueueMaxBytes int64
 
 	// SpoolDir makes the bridge durable: every accepted event is written
@@ -161,10 +161,14 @@ type Config struct {
 	AllowedIPs []string
 
 	// TrustedProxies lists the proxies, as addresses or CIDR prefixes,
-	// whose X-Forwarded-For or Forwarded header names the client for
-	// AllowedIPs. A request from any other peer is judged by its own
-	// address.
+	// whose ForwardedHeader names the client for AllowedIPs. A request
+	// from any other peer is judged by its own address.
 	TrustedProxies []string
+
+	// ForwardedHeader is the header that the trusted proxies write:
+	// "X-Forwarded-For" (default) or "Forwarded". Only this header is
+	// read, because a proxy passes the client's other headers through.
+	ForwardedHeader string
 
 	// KeepRobots delivers events that Branch marks as robot traffic (an
 	// os or platform of ROBOT). By default they get 200 and are dropped.
@@ -304,6 +308,11 @@ func (c *Config) validate() error {
 	if _, err := parsePrefixes("TrustedProxies", c.TrustedProxies); err != nil {
 		return err
 	}
+	switch http.CanonicalHeaderKey(c.ForwardedHeader) {
+	case "", "X-Forwarded-For", "Forwarded":
+	default:
+		return invalid("ForwardedHeader", fmt.Sprintf("%q is invalid: use X-Forwarded-For or Forwarded", c.ForwardedHeader))
+	}
 	for _, f := range []struct {
 		name  string
 		value int64
@@ -375,6 +384,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.SpoolMaxBytes, DefaultSpoolMaxBytes)
 	setDefault(&c.QueueMaxBytes, DefaultQueueMaxBytes)
 	setDefault(&c.SecretParam, DefaultSecretParam)
+	setDefault(&c.ForwardedHeader, "X-Forwarded-For")
 	setDefault(&c.SecretHeader, DefaultSecretHeader)
 	setDefault(&c.IPAddresses, PrivacyKeep)
 	setDefault(&c.DeviceIDs, PrivacyKeep)

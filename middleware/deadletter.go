@@ -50,7 +50,7 @@ func (b *Bridge) DeadLetters(limit int) ([]DeadLetter, error) {
 	for i, dl := range stored {
 		e := dl.Entry
 		out[i] = DeadLetter{
-			ID: e.Seq, InsertID: e.Key, Received: e.Received,
+			ID: dl.ID, InsertID: e.Key, Received: e.Received,
 			Stage: dl.Stage, Reason: dl.Reason, Status: dl.Status, Body: dl.Body,
 			Attempts: dl.Attempts, First: dl.First, Last: dl.Last,
 			Webhook: e.Payload, WebhookIsQuery: e.Query, Record: e.Record,

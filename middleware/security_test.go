@@ -140,10 +140,8 @@ func TestAllowedIPs(t *testing.T) {
 			headers: map[string]string{"X-Forwarded-For": "52.43.119.253, 198.51.100.1"}, want: 403},
 		{name: "two trusted proxies", remote: "10.0.0.5:4000",
 			headers: map[string]string{"X-Forwarded-For": "52.43.119.253, 10.0.0.6"}, want: 200},
-		{name: "forwarded header", remote: "10.0.0.5:4000",
-			headers: map[string]string{"Forwarded": `for="52.43.119.253:1234";proto=https`}, want: 200},
-		{name: "forwarded ipv6", remote: "10.0.0.5:4000",
-			headers: map[string]string{"Forwarded": `for="[2001:db8::7]:99"`}, want: 200},
+		{name: "forwarded header ignored", remote: "10.0.0.5:4000",
+			headers: map[string]string{"X-Forwarded-For": "198.51.100.9", "Forwarded": "for=52.43.119.253"}, want: 403},
 		{name: "trusted proxy without header", remote: "10.0.0.5:4000", want: 403},
 		{name: "garbage header", remote: "10.0.0.5:4000",
 			headers: map[string]string{"X-Forwarded-For": "not-an-ip"}, want: 403},
@@ -492,5 +490,39 @@ func TestLogsHoldNoSecretsOrPersonalData(t *testing.T) {
 	var line map[string]any
 	if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &line); err != nil {
 		t.Errorf("log line is not JSON: %v", err)
+	}
+}
+
+func TestForwardedHeaderSetting(t *testing.T) {
+	tests := []struct {
+		name    string
+		headers map[string]string
+		want    int
+	}{
+		{"forwarded", map[string]string{"Forwarded": `for="52.43.119.253:1234";proto=https`}, 200},
+		{"forwarded ipv6", map[string]string{"Forwarded": `for="[2001:db8::7]:99"`}, 200},
+		{"x-forwarded-for ignored", map[string]string{"Forwarded": "for=198.51.100.9", "X-Forwarded-For": "52.43.119.253"}, 403},
+	}
+	cfg := testConfig(startMixpanel(t))
+	cfg.AllowedIPs = append(BranchWebhookIPs(), "2001:db8::/64")
+	cfg.TrustedProxies = []string{"10.0.0.0/24"}
+	cfg.ForwardedHeader = "Forwarded"
+	b := newBridge(t, cfg)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest("GET", fmt.Sprintf("/branch?ev=OPEN&id=%d", i), nil)
+			req.RemoteAddr = "10.0.0.5:4000"
+			for k, v := range tt.headers {
+				req.Header.Set(k, v)
+			}
+			rec := httptest.NewRecorder()
+			b.ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Errorf("status: got %d, want %d", rec.Code, tt.want)
+			}
+		})
+	}
+	if _, err := New(Config{Token: "t", ForwardedHeader: "X-Real-IP"}); err == nil || !strings.Contains(err.Error(), "ForwardedHeader") {
+		t.Errorf("invalid ForwardedHeader: got %v, want an error naming it", err)
 	}
 }

@@ -373,3 +373,32 @@ func TestEventsWithoutIDOrTimeNotDeduplicated(t *testing.T) {
 		t.Errorf("Duplicates: got %d, want 2", got)
 	}
 }
+
+func TestSpoolFeedBoundedByMemory(t *testing.T) {
+	mp := startMixpanel(t)
+	cfg := testConfig(mp)
+	cfg.SpoolDir = t.TempDir()
+	cfg.QueueMaxBytes = 1 << 20 // one 200 kB body counts more than this
+	b := newBridge(t, cfg)
+
+	padding := strings.Repeat("x", 200<<10)
+	for i := range 4 {
+		body := fmt.Sprintf(`{"name":"OPEN","id":"%d","timestamp":1717433000000,"custom_data":{"pad":"%s"}}`, i+1, padding)
+		rec := httptest.NewRecorder()
+		b.ServeHTTP(rec, httptest.NewRequest("POST", "/branch", strings.NewReader(body)))
+		if rec.Code != 200 {
+			t.Fatalf("webhook %d: got %d, want 200", i+1, rec.Code)
+		}
+	}
+	shutdown(t, b)
+
+	imports := requestsTo(mp, "/import")
+	for _, r := range imports {
+		if len(r.Records) != 1 {
+			t.Errorf("batch of %d events, want 1: only one large event may be held at once", len(r.Records))
+		}
+	}
+	if got := mp.UniqueEvents(); got != 4 {
+		t.Errorf("events: got %d, want 4", got)
+	}
+}

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -42,6 +43,11 @@ func (p *Pool) deadLetter(jobs []*Job, why DeadLetter) {
 		}
 	}
 	p.deadLettered.Add(int64(len(jobs)))
+	if !strings.HasPrefix(why.Stage, "engage") {
+		// An engage dead letter is for a job that was imported; it
+		// leaves the pool through complete.
+		defer p.leave(jobs)
+	}
 
 	fields := []zap.Field{
 		zap.String(logfield.Stage, why.Stage),
@@ -67,6 +73,7 @@ func (p *Pool) abandon(jobs []*Job) {
 	}
 	p.abandoned.Add(int64(len(jobs)))
 	if p.cfg.Durable {
+		p.leave(jobs)
 		return
 	}
 	p.deadLetter(jobs, DeadLetter{Stage: "shutdown", Reason: "shutdown deadline passed"})
@@ -79,6 +86,7 @@ func (p *Pool) complete(jobs []*Job) {
 	if len(jobs) == 0 {
 		return
 	}
+	defer p.leave(jobs)
 	seqs := make([]uint64, len(jobs))
 	for i, j := range jobs {
 		seqs[i] = j.entry.Seq

@@ -29,9 +29,15 @@ func (p *Pool) feed() {
 		}
 		for _, e := range entries {
 			cursor = e.Seq
+			j := p.newJob(e)
+			j.cost = min(inflightCost(e), p.cfg.InflightBytes)
+			if err := p.inflight.Acquire(p.ctx, j.cost); err != nil {
+				return
+			}
 			select {
-			case p.intake <- p.newJob(e):
+			case p.intake <- j:
 			case <-p.ctx.Done():
+				p.leave([]*Job{j})
 				return
 			}
 		}
@@ -78,4 +84,21 @@ func unmarshalRecord(data []byte, rec *mapping.Record) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	return dec.Decode(rec)
+}
+
+// inflightCost estimates the memory an event takes while the pool holds
+// it.
+func inflightCost(e *spool.Entry) int64 {
+	return int64((spool.DecodedOverhead+1)*len(e.Payload) + len(e.Record) + 256)
+}
+
+// leave gives back the share of InflightBytes that jobs hold. It is called
+// once a job is delivered, dead-lettered or abandoned, and is idempotent.
+func (p *Pool) leave(jobs []*Job) {
+	for _, j := range jobs {
+		if j.cost > 0 {
+			p.inflight.Release(j.cost)
+			j.cost = 0
+		}
+	}
 }

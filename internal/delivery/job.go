@@ -17,6 +17,7 @@ type Job struct {
 	record *mapping.Record
 	size   int    // bytes of the record's event JSON
 	frozen []byte // the record as JSON, waiting to be stored in a durable spool
+	cost   int64  // share of Config.InflightBytes the job holds; 0 once given back
 }
 
 // eventID returns the id that log lines use for the job: Branch's event id

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/branchmp/branchmp/identity"
 	"github.com/branchmp/branchmp/internal/branch"
@@ -61,6 +62,11 @@ type Config struct {
 	// Decode decodes an entry's payload when the entry has no decoded
 	// event, as after a restart.
 	Decode func(*spool.Entry) (*branch.Event, error)
+
+	// InflightBytes bounds the estimated memory of the events loaded from
+	// the spool and not yet delivered: their bodies, decoded forms and
+	// records. One event larger than it still goes through on its own.
+	InflightBytes int64
 
 	Workers       int           // resolving and sending goroutines, each
 	BatchSize     int           // max events in one /import request
@@ -112,9 +118,10 @@ type Pool struct {
 	batches chan []*Job
 	done    chan struct{}
 
-	ctx    context.Context // canceled when Shutdown's deadline passes
-	cancel context.CancelFunc
-	gate   gate
+	ctx      context.Context // canceled when Shutdown's deadline passes
+	cancel   context.CancelFunc
+	gate     gate
+	inflight *semaphore.Weighted // InflightBytes, taken by the feeder, given back as jobs leave
 
 	unauthorized atomic.Bool
 
@@ -148,6 +155,7 @@ func Start(cfg Config) *Pool {
 		done:     make(chan struct{}),
 		ctx:      ctx,
 		cancel:   cancel,
+		inflight: semaphore.NewWeighted(max(cfg.InflightBytes, 1)),
 	}
 
 	var workers, senders sync.WaitGroup
