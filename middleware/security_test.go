@@ -453,6 +453,10 @@ func TestLogsHoldNoSecretsOrPersonalData(t *testing.T) {
 		if ids.DeveloperIdentity == "user-77" {
 			panic("resolver bug")
 		}
+		if ids.AndroidID != "" && ids.DeveloperIdentity == "" {
+			// A driver error that quotes its argument, as PostgreSQL's do.
+			return identity.Identity{}, fmt.Errorf("invalid input syntax for type uuid: %q", ids.AndroidID)
+		}
 		return identity.Identity{UserID: ids.DeveloperIdentity}, nil
 	})
 	b := newBridge(t, cfg)
@@ -524,5 +528,39 @@ func TestForwardedHeaderSetting(t *testing.T) {
 	}
 	if _, err := New(Config{Token: "t", ForwardedHeader: "X-Real-IP"}); err == nil || !strings.Contains(err.Error(), "ForwardedHeader") {
 		t.Errorf("invalid ForwardedHeader: got %v, want an error naming it", err)
+	}
+}
+
+func TestOtherIdentifiersNeverSent(t *testing.T) {
+	mp := startMixpanel(t)
+	b := newBridge(t, testConfig(mp))
+	bodies := []string{
+		`{"name":"OPEN","id":"1","user_data":{"os":"ANDROID","oaid":"OAID-1","mac_address":"MAC-1","local_ip":"10.1.2.3","cross_platform_id":"CPID-1","idfa":"IDFA-1"}}`,
+		`{"event":"open","ip":"203.0.113.79","metadata":{"referred":true}}`,
+	}
+	for _, body := range bodies {
+		rec := httptest.NewRecorder()
+		b.ServeHTTP(rec, httptest.NewRequest("POST", "/branch", strings.NewReader(body)))
+		if rec.Code != 200 {
+			t.Fatalf("status: got %d, want 200", rec.Code)
+		}
+	}
+	shutdown(t, b)
+	for _, r := range requestsTo(mp, "/import") {
+		for _, value := range []string{"OAID-1", "MAC-1", "10.1.2.3", "CPID-1", "branch_ip"} {
+			if bytes.Contains(r.Body, []byte(value)) {
+				t.Errorf("import contains %q", value)
+			}
+		}
+	}
+	events := mp.Events()
+	var legacyIP any
+	for _, ev := range events {
+		if ev["event"] == "[Branch] open" && props(ev)["branch_event"] == "open" {
+			legacyIP = props(ev)["ip"]
+		}
+	}
+	if legacyIP != "203.0.113.79" {
+		t.Errorf("legacy top-level ip: got %v, want it as the event's ip for geolocation", legacyIP)
 	}
 }

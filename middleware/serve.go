@@ -121,12 +121,7 @@ func respondOK(w http.ResponseWriter) {
 // isRobot reports whether Branch marked the event as robot traffic in its
 // os or platform.
 func isRobot(ev *branch.Event) bool {
-	for _, v := range []string{ev.User.OS, ev.User.Platform} {
-		if strings.Contains(strings.ToUpper(v), "ROBOT") {
-			return true
-		}
-	}
-	return false
+	return strings.EqualFold(ev.User.OS, "ROBOT") || strings.EqualFold(ev.User.Platform, "ROBOT")
 }
 
 // webhook is a decoded webhook with the payload the spool keeps.

@@ -170,6 +170,7 @@ var legacyTopKeys = map[string]func(*User) *string{
 	"brand":                  func(u *User) *string { return &u.Brand },
 	"model":                  func(u *User) *string { return &u.Model },
 	"user_agent":             func(u *User) *string { return &u.UserAgent },
+	"ip":                     func(u *User) *string { return &u.IP },
 }
 
 func fromLegacy(top map[string]any, name string) *Event {
@@ -185,7 +186,7 @@ func fromLegacy(top map[string]any, name string) *Event {
 		ev.Timestamp = millisOf(top["timestamp"])
 	}
 
-	var hardwareID string
+	var hardwareID, metadataIP string
 	for k, v := range top {
 		if field, ok := legacyTopKeys[k]; ok {
 			*field(&ev.User) = strings.TrimSpace(stringOf(v))
@@ -199,7 +200,7 @@ func fromLegacy(top map[string]any, name string) *Event {
 		case "metadata":
 			for mk, mv := range objectOf(v) {
 				if mk == "ip" {
-					ev.User.IP = strings.TrimSpace(stringOf(mv))
+					metadataIP = strings.TrimSpace(stringOf(mv))
 					continue
 				}
 				ev.CustomData = put(ev.CustomData, mk, normalizeFlag(mk, mv))
@@ -207,6 +208,10 @@ func fromLegacy(top map[string]any, name string) *Event {
 		default:
 			ev.Extra = put(ev.Extra, k, normalizeFlag(k, v))
 		}
+	}
+
+	if metadataIP != "" {
+		ev.User.IP = metadataIP
 	}
 
 	// Legacy bodies name the device id hardware_id: the IDFV (or IDFA) on

@@ -20,6 +20,10 @@ type DeadLetter struct {
 	Body     string // last response body, or ""
 	Attempts int
 	First    time.Time // first attempt
+
+	// logReason replaces Reason in the log line when Reason may contain
+	// personal data.
+	logReason string
 }
 
 // deadLetter moves jobs from the spool to its dead letters and logs them
@@ -49,9 +53,13 @@ func (p *Pool) deadLetter(jobs []*Job, why DeadLetter) {
 		defer p.leave(jobs)
 	}
 
+	reason := why.Reason
+	if why.logReason != "" {
+		reason = why.logReason
+	}
 	fields := []zap.Field{
 		zap.String(logfield.Stage, why.Stage),
-		zap.String(logfield.Reason, why.Reason),
+		zap.String(logfield.Reason, reason),
 		zap.Int(logfield.Status, why.Status),
 		zap.Int(logfield.Attempt, why.Attempts),
 		zap.Int(logfield.Count, len(jobs)),

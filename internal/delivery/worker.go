@@ -54,7 +54,8 @@ func (p *Pool) prepare(j *Job) bool {
 			return false
 		}
 		p.deadLetter([]*Job{j}, DeadLetter{
-			Stage: "resolve", Reason: err.Error(), Attempts: attempts, First: first,
+			Stage: "resolve", Reason: err.Error(), logReason: resolverFailure(err),
+			Attempts: attempts, First: first,
 		})
 		return false
 	}
@@ -109,14 +110,30 @@ func (p *Pool) resolve(j *Job, first time.Time) (identity.Identity, int, error) 
 		if attempt >= p.cfg.MaxAttempts || time.Since(first)+delay > p.cfg.MaxAge || p.ctx.Err() != nil {
 			return identity.Identity{}, attempt, err
 		}
+		// The error's text may quote the identifiers the resolver was
+		// given, so the log gets only its kind; the dead letter keeps it.
 		p.eventLog.Warn("resolver failed, retrying", append(p.jobFields(j),
-			zap.Int(logfield.Attempt, attempt), zap.Duration(logfield.Delay, delay), zap.Error(err))...)
+			zap.Int(logfield.Attempt, attempt), zap.Duration(logfield.Delay, delay),
+			zap.String(logfield.Reason, resolverFailure(err)))...)
 		p.retries.Add(1)
 		if !p.sleep(delay) {
 			return identity.Identity{}, attempt, err
 		}
 	}
 }
+
+// resolverFailure names the kind of a resolver error without its text.
+func resolverFailure(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "resolver timed out"
+	case errors.Is(err, errResolverPanic):
+		return "resolver panicked"
+	}
+	return "resolver returned an error"
+}
+
+var errResolverPanic = errors.New("resolver panicked")
 
 // callResolver runs the resolver with the configured timeout. The call runs
 // in its own goroutine, so a resolver that ignores its context costs that
@@ -135,7 +152,7 @@ func (p *Pool) callResolver(ids identity.Identifiers) (identity.Identity, error)
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
-				done <- result{err: fmt.Errorf("resolver panicked: %v", r)}
+				done <- result{err: fmt.Errorf("%w: %v", errResolverPanic, r)}
 			}
 		}()
 		who, err := p.cfg.Resolver.Resolve(ctx, ids)

@@ -203,8 +203,43 @@ func addBranchProperties(p *properties, ev *branch.Event) {
 		p.set("content_items", items)
 	}
 	p.setAllUntrusted("", ev.CustomData)
-	p.setAllUntrusted("branch_", u.Extra)
-	p.setAllUntrusted("branch_", withoutTimestamps(ev.Extra))
+	p.setAllUntrusted("branch_", withoutIdentifiers(u.Extra))
+	p.setAllUntrusted("branch_", withoutIdentifiers(withoutTimestamps(ev.Extra)))
+}
+
+// personalKeys are user_data and top-level keys that identify a person or
+// device. They are never copied into properties: the one device id Mixpanel
+// needs goes out as $device_id, under the IPAddresses and DeviceIDs
+// settings, and the rest would bypass those settings.
+var personalKeys = map[string]bool{
+	"ip": true, "ip_address": true, "local_ip": true, "user_agent": true,
+	"idfa": true, "idfv": true, "aaid": true, "oaid": true, "android_id": true,
+	"google_advertising_id": true, "hardware_id": true, "mac_address": true,
+	"cross_platform_id": true, "past_cross_platform_ids": true, "prob_cross_platform_ids": true,
+	"developer_identity": true, "identity": true, "identity_id": true,
+	"randomized_bundle_token": true, "randomized_device_token": true,
+	"device_fingerprint_id": true, "browser_fingerprint_id": true,
+}
+
+// withoutIdentifiers returns m without its personalKeys.
+func withoutIdentifiers(m map[string]any) map[string]any {
+	found := false
+	for k := range m {
+		if personalKeys[k] {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return m
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		if !personalKeys[k] {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // withoutTimestamps drops the top-level copies of the event time, which
