@@ -272,7 +272,7 @@ type Stats struct {
 	// Delivery.
 	Delivered    int64 // events imported by Mixpanel
 	DeadLettered int64 // events and profile updates given up on
-	Retries      int64 // resends after a failed attempt
+	Retries      int64 // events resent after a failed attempt; a batch of n counts n
 	Pending      int   // events accepted and not yet delivered
 	SpoolBytes   int64 // estimated size of the pending events
 	DeadLetters  int   // dead letters kept now

@@ -51,7 +51,7 @@ var (
 	descDelivered = prometheus.NewDesc("branchmp_events_delivered_total",
 		"Events imported by Mixpanel.", nil, nil)
 	descRetried = prometheus.NewDesc("branchmp_events_retried_total",
-		"Resends of a batch, profile update or resolver call after a failed attempt.", nil, nil)
+		"Events resent to Mixpanel or to the resolver after a failed attempt; a resent batch of n events counts n.", nil, nil)
 	descDeadLettered = prometheus.NewDesc("branchmp_events_dead_lettered_total",
 		"Events and profile updates given up on.", nil, nil)
 	descDeduplicated = prometheus.NewDesc("branchmp_events_deduplicated_total",

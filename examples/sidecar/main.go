@@ -42,7 +42,7 @@ func main() {
 // SIGINT or SIGTERM.
 func start(args []string) error {
 	if len(args) > 0 && args[0] == "healthcheck" {
-		return healthcheck(os.Getenv("BRANCHMP_ADMIN_LISTEN"))
+		return healthcheck(args[1:])
 	}
 	s, err := parseSettings(args, os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -93,7 +93,7 @@ func run(ctx context.Context, s settings, logger *zap.Logger) error {
 	}
 	bridge, err := branchmp.New(cfg)
 	if err != nil {
-		return err
+		return settingNames(err)
 	}
 
 	public, err := net.Listen("tcp", s.listen)
@@ -170,25 +170,26 @@ func serve(srv *http.Server, ln net.Listener) error {
 // bridgeConfig turns settings into a bridge configuration.
 func bridgeConfig(s settings, logger *zap.Logger, registry prometheus.Registerer) (branchmp.Config, error) {
 	cfg := branchmp.Config{
-		Token:          s.token,
-		APISecret:      s.apiSecret,
-		Residency:      branchmp.Residency(strings.ToUpper(s.residency)),
-		BaseURL:        s.apiURL,
-		Path:           s.path,
-		Logger:         logger,
-		Metrics:        registry,
-		WebhookSecret:  s.webhookSecret,
-		TrustedProxies: s.trustedProxies,
-		SpoolDir:       s.spoolDir,
-		Workers:        s.workers,
-		QueueCapacity:  s.queueCapacity,
-		BatchSize:      s.batchSize,
-		FlushInterval:  s.flushInterval,
-		MaxBodyBytes:   s.maxBodyBytes,
-		DedupWindow:    s.dedupWindow,
-		IPAddresses:    branchmp.Privacy(s.ipAddresses),
-		DeviceIDs:      branchmp.Privacy(s.deviceIDs),
-		HashKey:        s.hashKey,
+		Token:           s.token,
+		APISecret:       s.apiSecret,
+		Residency:       branchmp.Residency(strings.ToUpper(s.residency)),
+		BaseURL:         s.apiURL,
+		Path:            s.path,
+		Logger:          logger,
+		Metrics:         registry,
+		WebhookSecret:   s.webhookSecret,
+		TrustedProxies:  s.trustedProxies,
+		ForwardedHeader: s.forwardedHeader,
+		SpoolDir:        s.spoolDir,
+		Workers:         s.workers,
+		QueueCapacity:   s.queueCapacity,
+		BatchSize:       s.batchSize,
+		FlushInterval:   s.flushInterval,
+		MaxBodyBytes:    s.maxBodyBytes,
+		DedupWindow:     s.dedupWindow,
+		IPAddresses:     branchmp.Privacy(s.ipAddresses),
+		DeviceIDs:       branchmp.Privacy(s.deviceIDs),
+		HashKey:         s.hashKey,
 	}
 	if s.saUser != "" || s.saSecret != "" {
 		cfg.ServiceAccount = &branchmp.ServiceAccount{ProjectID: s.saProject, Username: s.saUser, Secret: s.saSecret}
@@ -238,11 +239,62 @@ func httpResolver(s settings) (identity.Resolver, error) {
 	return cache, nil
 }
 
-// healthcheck requests the admin listener's /healthz on the loopback address.
-func healthcheck(adminListen string) error {
-	if adminListen == "" {
-		adminListen = ":9090"
+// configSettings maps the bridge's Config field names, which its errors
+// name, to the sidecar settings an operator sets.
+var configSettings = []struct{ field, setting string }{
+	{"ServiceAccount", "BRANCHMP_SERVICE_ACCOUNT_USER, _SECRET and _PROJECT (all three are needed)"},
+	{"BaseURL", "MIXPANEL_API_URL (-mixpanel-api-url)"},
+	{"Path", "BRANCHMP_PATH (-path)"},
+	{"Residency", "BRANCHMP_RESIDENCY (-residency)"},
+	{"AllowedIPs", "BRANCHMP_ALLOWED_IPS (-allowed-ips)"},
+	{"TrustedProxies", "BRANCHMP_TRUSTED_PROXIES (-trusted-proxies)"},
+	{"ForwardedHeader", "BRANCHMP_FORWARDED_HEADER (-forwarded-header)"},
+	{"IPAddresses", "BRANCHMP_IP_ADDRESSES (-ip-addresses)"},
+	{"DeviceIDs", "BRANCHMP_DEVICE_IDS (-device-ids)"},
+	{"HashKey", "BRANCHMP_HASH_KEY (-hash-key)"},
+	{"BatchSize", "BRANCHMP_BATCH_SIZE (-batch-size)"},
+	{"FlushInterval", "BRANCHMP_FLUSH_INTERVAL (-flush-interval)"},
+	{"QueueCapacity", "BRANCHMP_QUEUE_SIZE (-queue-size)"},
+	{"SpoolDir", "BRANCHMP_SPOOL_DIR (-spool-dir)"},
+	{"SpoolMaxBytes", "BRANCHMP_SPOOL_MAX_BYTES"},
+	{"MaxBodyBytes", "BRANCHMP_MAX_BODY_BYTES (-max-body-bytes)"},
+	{"Workers", "BRANCHMP_WORKERS (-workers)"},
+	{"Token", "MIXPANEL_TOKEN (-mixpanel-token)"},
+}
+
+// settingNames rewrites a bridge configuration error so that it names the
+// sidecar setting instead of the Config field.
+func settingNames(err error) error {
+	msg := err.Error()
+	for _, c := range configSettings {
+		for _, prefix := range []string{"invalid config: ", "branchmp: "} {
+			if strings.Contains(msg, prefix+c.field+" ") || strings.Contains(msg, prefix+c.field+":") {
+				return fmt.Errorf("%s is invalid: %w", c.setting, err)
+			}
+		}
 	}
+	return err
+}
+
+// healthcheck requests the admin listener's /healthz on the loopback
+// address. The address comes from -admin-listen, else
+// BRANCHMP_ADMIN_LISTEN, else :9090.
+func healthcheck(args []string) error {
+	fs := flag.NewFlagSet("branchmp-sidecar healthcheck", flag.ContinueOnError)
+	adminListen := fs.String("admin-listen", "", "address of the admin listener (env BRANCHMP_ADMIN_LISTEN)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *adminListen == "" {
+		*adminListen = os.Getenv("BRANCHMP_ADMIN_LISTEN")
+	}
+	if *adminListen == "" {
+		*adminListen = ":9090"
+	}
+	return probe(*adminListen)
+}
+
+func probe(adminListen string) error {
 	_, port, err := net.SplitHostPort(adminListen)
 	if err != nil {
 		return fmt.Errorf("BRANCHMP_ADMIN_LISTEN %q is invalid: %w", adminListen, err)

@@ -16,16 +16,17 @@ type settings struct {
 	adminListen string
 	path        string
 
-	token          string
-	apiSecret      string
-	apiURL         string
-	residency      string
-	saUser         string
-	saSecret       string
-	saProject      int
-	webhookSecret  string
-	allowedIPs     []string
-	trustedProxies []string
+	token           string
+	apiSecret       string
+	apiURL          string
+	residency       string
+	saUser          string
+	saSecret        string
+	saProject       int
+	webhookSecret   string
+	allowedIPs      []string
+	trustedProxies  []string
+	forwardedHeader string
 
 	spoolDir      string
 	workers       int
@@ -75,8 +76,8 @@ func integer(dst func(*settings) *int) func(*settings, string) error {
 func duration(dst func(*settings) *time.Duration) func(*settings, string) error {
 	return func(s *settings, v string) error {
 		d, err := time.ParseDuration(v)
-		if err != nil {
-			return errors.New("must be a duration such as 500ms, 30s or 24h")
+		if err != nil || d < 0 {
+			return errors.New("must be a duration of 0 or more, such as 500ms, 30s or 24h")
 		}
 		*dst(s) = d
 		return nil
@@ -97,11 +98,11 @@ func list(dst func(*settings) *[]string) func(*settings, string) error {
 }
 
 var options = []option{
-	{flag: "listen", env: "BRANCHMP_LISTEN", def: ":8080", help: "address of the public webhook listener",
+	{flag: "listen", env: "BRANCHMP_LISTEN", def: ":8080", help: "`address` of the public webhook listener",
 		parse: str(func(s *settings) *string { return &s.listen })},
-	{flag: "admin-listen", env: "BRANCHMP_ADMIN_LISTEN", def: ":9090", help: "address of the admin listener: /healthz, /readyz, /metrics, /deadletters",
+	{flag: "admin-listen", env: "BRANCHMP_ADMIN_LISTEN", def: ":9090", help: "`address` of the admin listener: /healthz, /readyz, /metrics, /deadletters",
 		parse: str(func(s *settings) *string { return &s.adminListen })},
-	{flag: "path", env: "BRANCHMP_PATH", def: "/branch", help: "URL path of the webhook",
+	{flag: "path", env: "BRANCHMP_PATH", def: "/branch", help: "URL `path` of the webhook",
 		parse: str(func(s *settings) *string { return &s.path })},
 	{flag: "mixpanel-token", env: "MIXPANEL_TOKEN", help: "Mixpanel project token (required)", secret: true,
 		parse: str(func(s *settings) *string { return &s.token })},
@@ -123,17 +124,19 @@ var options = []option{
 		parse: list(func(s *settings) *[]string { return &s.allowedIPs })},
 	{flag: "trusted-proxies", env: "BRANCHMP_TRUSTED_PROXIES", help: "comma-separated proxies whose X-Forwarded-For or Forwarded header names the client",
 		parse: list(func(s *settings) *[]string { return &s.trustedProxies })},
+	{flag: "forwarded-header", env: "BRANCHMP_FORWARDED_HEADER", def: "X-Forwarded-For", help: "header the trusted proxies write: X-Forwarded-For or Forwarded",
+		parse: str(func(s *settings) *string { return &s.forwardedHeader })},
 	{flag: "spool-dir", env: "BRANCHMP_SPOOL_DIR", help: "directory of the on-disk spool; empty keeps events in memory, which a crash loses",
 		parse: str(func(s *settings) *string { return &s.spoolDir })},
-	{flag: "workers", env: "BRANCHMP_WORKERS", def: "4", help: "delivery workers, also Mixpanel requests in flight",
+	{flag: "workers", env: "BRANCHMP_WORKERS", def: "4", help: "`number` of delivery workers, also Mixpanel requests in flight",
 		parse: integer(func(s *settings) *int { return &s.workers })},
-	{flag: "queue-size", env: "BRANCHMP_QUEUE_SIZE", def: "10000", help: "undelivered events held in memory when there is no spool directory, in events",
+	{flag: "queue-size", env: "BRANCHMP_QUEUE_SIZE", def: "10000", help: "undelivered `events` held in memory when there is no spool directory",
 		parse: integer(func(s *settings) *int { return &s.queueCapacity })},
-	{flag: "batch-size", env: "BRANCHMP_BATCH_SIZE", def: "2000", help: "events per Mixpanel /import request, at most 2000",
+	{flag: "batch-size", env: "BRANCHMP_BATCH_SIZE", def: "2000", help: "`events` per Mixpanel /import request, at most 2000",
 		parse: integer(func(s *settings) *int { return &s.batchSize })},
-	{flag: "flush-interval", env: "BRANCHMP_FLUSH_INTERVAL", def: "1s", help: "maximum wait before a partial batch is sent",
+	{flag: "flush-interval", env: "BRANCHMP_FLUSH_INTERVAL", def: "1s", help: "maximum wait (a `duration`) before a partial batch is sent",
 		parse: duration(func(s *settings) *time.Duration { return &s.flushInterval })},
-	{flag: "max-body-bytes", env: "BRANCHMP_MAX_BODY_BYTES", def: "1048576", help: "largest webhook body after decompression, in bytes",
+	{flag: "max-body-bytes", env: "BRANCHMP_MAX_BODY_BYTES", def: "1048576", help: "largest webhook body after decompression, in `bytes`",
 		parse: func(s *settings, v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n <= 0 {
@@ -142,9 +145,9 @@ var options = []option{
 			s.maxBodyBytes = n
 			return nil
 		}},
-	{flag: "dedup-window", env: "BRANCHMP_DEDUP_WINDOW", def: "24h", help: "how long a redelivered event is recognised and not sent again",
+	{flag: "dedup-window", env: "BRANCHMP_DEDUP_WINDOW", def: "24h", help: "how long (a `duration`) a redelivered event is recognised and not sent again",
 		parse: duration(func(s *settings) *time.Duration { return &s.dedupWindow })},
-	{flag: "grace-period", env: "BRANCHMP_GRACE_PERIOD", def: "25s", help: "time SIGTERM gives the bridge to deliver what it holds before it exits",
+	{flag: "grace-period", env: "BRANCHMP_GRACE_PERIOD", def: "25s", help: "time (a `duration`) SIGTERM gives the bridge to deliver what it holds before it exits",
 		parse: duration(func(s *settings) *time.Duration { return &s.gracePeriod })},
 	{flag: "ip-addresses", env: "BRANCHMP_IP_ADDRESSES", def: "keep", help: "user IP addresses sent to Mixpanel: keep, drop or hash",
 		parse: str(func(s *settings) *string { return &s.ipAddresses })},
@@ -155,10 +158,16 @@ var options = []option{
 	{flag: "resolver-url", env: "BRANCHMP_RESOLVER_URL", help: "URL of the app's identity endpoint (see the README); empty uses Branch's developer identity as the user id",
 		parse: str(func(s *settings) *string { return &s.resolverURL })},
 	{flag: "resolver-header", env: "BRANCHMP_RESOLVER_HEADER", help: `header sent to the identity endpoint, as "Name: value"`, secret: true,
-		parse: str(func(s *settings) *string { return &s.resolverHeader })},
-	{flag: "resolver-timeout", env: "BRANCHMP_RESOLVER_TIMEOUT", def: "2s", help: "timeout of one identity endpoint call",
+		parse: func(s *settings, v string) error {
+			if name, _, ok := strings.Cut(v, ":"); !ok || strings.TrimSpace(name) == "" {
+				return errors.New(`must have the form "Name: value"`)
+			}
+			s.resolverHeader = v
+			return nil
+		}},
+	{flag: "resolver-timeout", env: "BRANCHMP_RESOLVER_TIMEOUT", def: "2s", help: "timeout (a `duration`) of one identity endpoint call",
 		parse: duration(func(s *settings) *time.Duration { return &s.resolverTimeout })},
-	{flag: "resolver-cache-ttl", env: "BRANCHMP_RESOLVER_CACHE_TTL", def: "10m", help: "how long a known user is cached; unknown users for a tenth of it",
+	{flag: "resolver-cache-ttl", env: "BRANCHMP_RESOLVER_CACHE_TTL", def: "10m", help: "how long (a `duration`) a known user is cached; unknown users for a tenth of it",
 		parse: duration(func(s *settings) *time.Duration { return &s.resolverCacheTTL })},
 	{flag: "log-level", env: "BRANCHMP_LOG_LEVEL", def: "info", help: "log level: debug, info, warn or error",
 		parse: str(func(s *settings) *string { return &s.logLevel })},

@@ -182,7 +182,7 @@ func (p *Pool) retryDelay(stage string, n int, res mpclient.Result, attempt int,
 		if p.shouldLogAuth() {
 			p.log.Error("mixpanel rejected the credentials; events are kept and retried", fields...)
 		}
-		p.retries.Add(1)
+		p.retries.Add(int64(n))
 		return delay, true
 	}
 
@@ -196,7 +196,7 @@ func (p *Pool) retryDelay(stage string, n int, res mpclient.Result, attempt int,
 		return 0, false
 	}
 	p.log.Warn("mixpanel request failed, retrying", fields...)
-	p.retries.Add(1)
+	p.retries.Add(int64(n))
 	return delay, true
 }
 
