@@ -220,8 +220,30 @@ func (b *Bolt) Load(after uint64, max int) ([]*Entry, error) {
 	return out, nil
 }
 
-// Freeze implements Spool.
+// writeChunk bounds the entries one Freeze or Done transaction writes. A
+// full batch of 2000 records in one commit held the write lock for tens of
+// milliseconds, and every webhook's Append waited behind it.
+const writeChunk = 256
+
+// Freeze implements Spool. It commits in chunks of writeChunk records.
 func (b *Bolt) Freeze(records map[uint64][]byte) error {
+	chunk := make(map[uint64][]byte, min(len(records), writeChunk))
+	for seq, record := range records {
+		chunk[seq] = record
+		if len(chunk) == writeChunk {
+			if err := b.freezeChunk(chunk); err != nil {
+				return err
+			}
+			clear(chunk)
+		}
+	}
+	if len(chunk) == 0 {
+		return nil
+	}
+	return b.freezeChunk(chunk)
+}
+
+func (b *Bolt) freezeChunk(records map[uint64][]byte) error {
 	var delta int64
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		delta = 0
@@ -251,8 +273,18 @@ func (b *Bolt) Freeze(records map[uint64][]byte) error {
 	return nil
 }
 
-// Done implements Spool.
+// Done implements Spool. It commits in chunks of writeChunk entries.
 func (b *Bolt) Done(seqs ...uint64) error {
+	for len(seqs) > writeChunk {
+		if err := b.doneChunk(seqs[:writeChunk]); err != nil {
+			return err
+		}
+		seqs = seqs[writeChunk:]
+	}
+	return b.doneChunk(seqs)
+}
+
+func (b *Bolt) doneChunk(seqs []uint64) error {
 	var bytes, count int64
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		bytes, count = 0, 0
