@@ -70,7 +70,7 @@ type CacheStats struct {
 	Entries int
 }
 
-// Cache is a Resolver that remembers the answers of another Resolver for a
+// Cache is a Resolver that remembers the results of another Resolver for a
 // while: known users for TTL and unknown users for NegativeTTL. Transient
 // errors are never cached. Concurrent lookups of the same key that miss the
 // cache make one call to the next resolver and share its answer. A panic in
@@ -102,7 +102,7 @@ type Cache struct {
 	evictions    atomic.Uint64
 }
 
-// cacheEntry is one cached answer. An empty UserID is an unknown user.
+// cacheEntry is one cached result. An empty UserID is an unknown user.
 type cacheEntry struct {
 	identity Identity
 	expires  time.Time
@@ -176,8 +176,8 @@ func CacheKey(ids Identifiers) string {
 	return string(h.Sum(nil))
 }
 
-// Resolve returns the cached answer for ids, or asks the next resolver and
-// caches its answer. An unknown user is returned as ErrNotFound, whether it
+// Resolve returns the cached result for ids, or calls the next resolver and
+// caches its result. An unknown user is returned as ErrNotFound, whether it
 // came from the cache or from the next resolver. Each call gets its own
 // copy of the Properties map, but the values in it are shared.
 func (c *Cache) Resolve(ctx context.Context, ids Identifiers) (Identity, error) {
@@ -261,7 +261,7 @@ func (c *Cache) hit(id Identity) (Identity, error) {
 	return answer(id, nil)
 }
 
-// fill asks the next resolver and caches a known or unknown user. It runs
+// fill calls the next resolver and caches a known or unknown user. It runs
 // once per key at a time, inside the singleflight group.
 func (c *Cache) fill(ctx context.Context, key string, ids Identifiers) (Identity, error) {
 	id, err := c.call(ctx, ids)
@@ -287,7 +287,7 @@ func (c *Cache) fill(ctx context.Context, key string, ids Identifiers) (Identity
 	return id, nil
 }
 
-// call asks the next resolver and counts its transient errors. A panic in
+// call calls the next resolver and counts its transient errors. A panic in
 // the next resolver becomes an error, because singleflight turns a panic
 // inside DoChan into a crash of the whole process.
 func (c *Cache) call(ctx context.Context, ids Identifiers) (id Identity, err error) {
