@@ -126,7 +126,7 @@ func run(ctx context.Context, s settings, logger *zap.Logger) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-		logger.Info("sidecar stopping", zap.Duration("grace_period", s.gracePeriod))
+		logger.Info("sidecar stopping", zap.String("grace_period", s.gracePeriod.String()))
 	case runErr = <-errs:
 		logger.Error("listener failed", zap.Error(runErr))
 	}
@@ -242,7 +242,7 @@ func httpResolver(s settings) (identity.Resolver, error) {
 // configSettings maps the bridge's Config field names, which its errors
 // name, to the sidecar settings an operator sets.
 var configSettings = []struct{ field, setting string }{
-	{"ServiceAccount", "BRANCHMP_SERVICE_ACCOUNT_USER, _SECRET and _PROJECT (all three are needed)"},
+	{"ServiceAccount", "the service account (BRANCHMP_SERVICE_ACCOUNT_USER, _SECRET and _PROJECT, all three needed)"},
 	{"BaseURL", "MIXPANEL_API_URL (-mixpanel-api-url)"},
 	{"Path", "BRANCHMP_PATH (-path)"},
 	{"Residency", "BRANCHMP_RESIDENCY (-residency)"},
@@ -276,31 +276,41 @@ func settingNames(err error) error {
 	return err
 }
 
-// healthcheck requests the admin listener's /healthz on the loopback
-// address. The address comes from -admin-listen, else
-// BRANCHMP_ADMIN_LISTEN, else :9090.
+// healthcheck requests the admin listener's /healthz. The address comes
+// from -admin-listen, else BRANCHMP_ADMIN_LISTEN, else :9090; a listener on
+// every interface is reached through 127.0.0.1.
 func healthcheck(args []string) error {
 	fs := flag.NewFlagSet("branchmp-sidecar healthcheck", flag.ContinueOnError)
-	adminListen := fs.String("admin-listen", "", "address of the admin listener (env BRANCHMP_ADMIN_LISTEN)")
+	adminListen := fs.String("admin-listen", "", "`address` of the admin listener (env BRANCHMP_ADMIN_LISTEN, default :9090)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("healthcheck: unexpected argument %q: use -admin-listen", fs.Arg(0))
+	}
+	setting := "-admin-listen"
 	if *adminListen == "" {
-		*adminListen = os.Getenv("BRANCHMP_ADMIN_LISTEN")
+		*adminListen, setting = os.Getenv("BRANCHMP_ADMIN_LISTEN"), "BRANCHMP_ADMIN_LISTEN"
 	}
 	if *adminListen == "" {
-		*adminListen = ":9090"
+		*adminListen, setting = ":9090", "the default admin address"
 	}
-	return probe(*adminListen)
+	return probe(*adminListen, setting)
 }
 
-func probe(adminListen string) error {
-	_, port, err := net.SplitHostPort(adminListen)
+func probe(adminListen, setting string) error {
+	host, port, err := net.SplitHostPort(adminListen)
 	if err != nil {
-		return fmt.Errorf("BRANCHMP_ADMIN_LISTEN %q is invalid: %w", adminListen, err)
+		return fmt.Errorf("%s %q is invalid: %w", setting, adminListen, err)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
 	}
 	client := &http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get("http://" + net.JoinHostPort("127.0.0.1", port) + "/healthz")
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}

@@ -226,9 +226,9 @@ func parseSettings(args []string, getenv func(string) string, usage io.Writer) (
 }
 
 func settingError(o option, v string, err error) error {
-	shown := strconv.Quote(v)
 	if o.secret {
-		shown = "(hidden)"
+		// The value is a secret, so the message leaves it out.
+		return fmt.Errorf("%s (-%s) is invalid: %v", o.env, o.flag, err)
 	}
-	return fmt.Errorf("%s (-%s) %s is invalid: %v", o.env, o.flag, shown, err)
+	return fmt.Errorf("%s (-%s) %q is invalid: %v", o.env, o.flag, v, err)
 }
