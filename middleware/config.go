@@ -68,7 +68,8 @@ type Config struct {
 	Logger *zap.Logger
 
 	// Workers is the number of goroutines that resolve and map events, and
-	// also the number of Mixpanel requests in flight at once. Default 4.
+	// also the number of batches sent at once: each sends its /import
+	// request, then up to two /engage requests together. Default 4.
 	Workers int
 
 	// QueueCapacity is the number of accepted events that the in-memory
