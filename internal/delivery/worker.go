@@ -62,6 +62,7 @@ func (p *Pool) prepare(j *Job) bool {
 
 	opts := p.cfg.Mapping
 	opts.ReceivedAt = j.entry.Received
+	opts.InsertID = j.entry.Key // the webhook's dedup key is its $insert_id
 	rec := mapping.Map(j.event, who, opts)
 	j.record = &rec
 	p.measure(j)

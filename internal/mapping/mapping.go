@@ -71,6 +71,10 @@ type Options struct {
 	IPAddresses Privacy
 	DeviceIDs   Privacy
 	HashKey     []byte
+
+	// InsertID, when set, is the event's $insert_id as InsertID returned
+	// it before, so the event is not hashed a second time.
+	InsertID string
 }
 
 // Identifiers returns the identifiers of ev for an identity.Resolver, with
@@ -137,7 +141,11 @@ func Map(ev *branch.Event, who identity.Identity, opts Options) Record {
 	}
 	p.set("distinct_id", rec.DistinctID)
 	p.setString("$device_id", deviceID)
-	p.set("$insert_id", InsertID(ev))
+	insertID := opts.InsertID
+	if insertID == "" {
+		insertID = InsertID(ev)
+	}
+	p.set("$insert_id", insertID)
 	p.setString("ip", ip)
 	p.setString("branch_ip_hash", ipHash)
 	if rec.TimeMissing {

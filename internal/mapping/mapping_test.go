@@ -808,3 +808,15 @@ func TestNormalizeOS(t *testing.T) {
 		})
 	}
 }
+
+func TestMapUsesGivenInsertID(t *testing.T) {
+	ev := decode(t, string(fixtures.BodyNamed("legacy-open-referred-false")))
+	computed := Map(ev, identity.Identity{}, Options{}).Event.Properties["$insert_id"]
+	if computed != InsertID(ev) {
+		t.Fatalf("computed $insert_id: got %v, want %v", computed, InsertID(ev))
+	}
+	given := Map(ev, identity.Identity{}, Options{InsertID: "given-1"}).Event.Properties["$insert_id"]
+	if given != "given-1" {
+		t.Errorf("given $insert_id: got %v, want given-1", given)
+	}
+}
