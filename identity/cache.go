@@ -73,7 +73,7 @@ type CacheStats struct {
 // Cache is a Resolver that remembers the results of another Resolver for a
 // while: known users for TTL and unknown users for NegativeTTL. Transient
 // errors are never cached. Concurrent lookups of the same key that miss the
-// cache make one call to the next resolver and share its answer. A panic in
+// cache make one call to the next resolver and share its result. A panic in
 // the next resolver is returned as a transient error.
 //
 // A Cache is safe for concurrent use. Create it with NewCache; the zero

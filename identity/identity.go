@@ -1,7 +1,7 @@
 // Package identity maps the identifiers in a Branch webhook to the host
 // application's own user.
 //
-// Branch knows a user by the developer identity that the app sets with the
+// Branch identifies a user by the developer identity that the app sets with the
 // Branch SDK, by device identifiers and by its own tokens. Mixpanel reports
 // are only useful when events carry the app's user id, so the bridge asks a
 // Resolver for it on a background worker, never on the webhook request path.
@@ -86,10 +86,10 @@ func DeveloperIdentity() Resolver {
 	})
 }
 
-// Chain returns a Resolver that asks each resolver in order and returns the
+// Chain returns a Resolver that calls each resolver in order and returns the
 // first identity with a user id. A resolver that returns ErrNotFound is
 // skipped. Any other error stops the chain and is returned, because a later
-// resolver's answer could differ from the one that failed. When no resolver
+// resolver's result could differ from the one that failed. When no resolver
 // knows the user, Chain returns an empty Identity.
 func Chain(resolvers ...Resolver) Resolver {
 	rs := append([]Resolver(nil), resolvers...)

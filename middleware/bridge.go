@@ -244,7 +244,7 @@ func (b *Bridge) Ready() error {
 }
 
 // cacheStats returns the resolver cache's counters when the resolver is an
-// *identity.Cache. Hits count known and unknown users answered from the
+// *identity.Cache. Hits count known and unknown users found in the
 // cache.
 func (b *Bridge) cacheStats() (hits, misses int64, ok bool) {
 	c, ok := b.cfg.Resolver.(*identity.Cache)

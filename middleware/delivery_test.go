@@ -471,7 +471,7 @@ func TestShutdownDrainsQueue(t *testing.T) {
 	mp := startMixpanel(t)
 	mp.SetFault(func(path string) *mptest.Response {
 		if path == "/import" {
-			// A slow but working Mixpanel: answer normally after a delay.
+			// A slow but working Mixpanel: respond normally after a delay.
 			time.Sleep(20 * time.Millisecond)
 		}
 		return nil

@@ -60,7 +60,7 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 		t.Fatalf("Shutdown: got %v, want events left in the spool", err)
 	}
 
-	// A restart with a resolver that now answers differently must send
+	// A restart with a resolver that now returns another user must send
 	// the frozen records: the same bytes as the first attempt.
 	user.Store("second-user")
 	mp.SetFault(nil)

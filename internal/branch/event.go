@@ -38,7 +38,7 @@ func (g Generation) String() string {
 }
 
 // Errors returned by the decoders. Each means the request is not a Branch
-// event and should be answered with 400.
+// event and should get a 400 response.
 var (
 	ErrNotObject   = errors.New("branch: body is not a JSON object")
 	ErrInvalidJSON = errors.New("branch: body is not valid JSON")

@@ -111,7 +111,7 @@ type Pool struct {
 	closed  bool
 	closing chan struct{} // closed by Shutdown
 	notify  chan struct{} // wakes the feeder; capacity 1 so a signal is never lost
-	flush   chan struct{} // asks the batcher to send now; capacity 1, as notify
+	flush   chan struct{} // requests an immediate send from the batcher; capacity 1, as notify
 
 	intake  chan *Job
 	records chan *Job

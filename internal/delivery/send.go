@@ -161,8 +161,8 @@ func (p *Pool) splitFailed(jobs []*Job, res mpclient.Result, attempt int, first 
 // secret is retried without limit, because every event is kept until an
 // operator fixes the configuration.
 func (p *Pool) retryDelay(stage string, n int, res mpclient.Result, attempt int, first time.Time) (time.Duration, bool) {
-	// Mixpanel's Retry-After says when to come back; without it, the
-	// exponential backoff guesses.
+	// Mixpanel's Retry-After gives the wait. Without it, the exponential
+	// backoff estimates one.
 	delay := backoff(attempt, p.cfg.RetryBase, p.cfg.RetryMax)
 	if res.RetryAfter > 0 {
 		delay = res.RetryAfter

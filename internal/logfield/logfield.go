@@ -24,7 +24,7 @@ const (
 	Status      = "status"       // HTTP status code
 	Attempt     = "attempt"      // 1-based attempt number
 	Delay       = "delay"        // wait before the next attempt
-	Reason      = "reason"       // why a request or event was rejected or dropped
+	Reason      = "reason"       // cause of a rejected or dropped request or event
 	Count       = "count"        // number of events concerned
 	Method      = "method"       // HTTP method of a webhook request
 	Path        = "path"         // URL path of a webhook request

@@ -65,7 +65,7 @@ type Options struct {
 	// webhook without a timestamp.
 	ReceivedAt time.Time
 
-	// IPAddresses and DeviceIDs say what is sent of the user's IP address
+	// IPAddresses and DeviceIDs set the treatment of the user's IP address
 	// and device id. A hashed IP address is sent as branch_ip_hash, since
 	// Mixpanel cannot geolocate it. HashKey keys the hash.
 	IPAddresses Privacy

@@ -286,7 +286,7 @@ const profileTimeLayout = "2006-01-02T15:04:05"
 // profileUpdates returns the $set_once and $set properties for a known
 // user. First-touch attribution comes from the legacy first referring link
 // when present, else from the event's own touch; $set_once keeps only the
-// first value Mixpanel sees.
+// first value Mixpanel receives.
 func profileUpdates(ev *branch.Event, who identity.Identity, millis int64) (setOnce, set map[string]any) {
 	setOnce = map[string]any{}
 	set = map[string]any{}

@@ -262,7 +262,7 @@ func classifyStatus(status int) Outcome {
 	case status >= 200 && status < 300:
 		return OK
 	}
-	// Other 4xx answers mean the request itself is wrong; resending it
+	// Other 4xx responses mean the request itself is wrong; resending it
 	// cannot help.
 	return Rejected
 }

@@ -1,7 +1,7 @@
 // Package mptest runs a real HTTP server on loopback that replaces
 // Mixpanel's /import and /engage endpoints in tests and the demo. It decodes what it receives the
 // way Mixpanel does (gzip, JSON arrays, basic auth), records it, and can be
-// told to respond with faults.
+// set to respond with faults.
 //
 // For load tests, StartWith(Options{CountOnly: true}) keeps counters
 // instead of every request, and Options.Delay, AddFault and Hold make it
@@ -54,7 +54,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	requests []Request
-	script   map[string][]Response // path -> answers to give before normal ones
+	script   map[string][]Response // path -> scripted responses, used before normal ones
 	fault    func(path string) *Response
 	insertID map[string]int // $insert_id -> times imported
 	changed  chan struct{}  // closed and replaced after each request
@@ -113,15 +113,16 @@ func (s *Server) Close() error {
 	return s.srv.Shutdown(ctx)
 }
 
-// Script queues answers for path ("/import" or "/engage"), given in order
-// to the next requests before the server answers normally again.
+// Script queues responses for path ("/import" or "/engage"), given in order
+// to the next requests before the server responds normally again.
 func (s *Server) Script(path string, answers ...Response) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.script[path] = append(s.script[path], answers...)
 }
 
-// SetFault makes f decide every answer: a nil result means a normal answer.
+// SetFault makes f decide every response: a nil result means a normal
+// response.
 // SetFault(nil) removes it.
 func (s *Server) SetFault(f func(path string) *Response) {
 	s.mu.Lock()
