@@ -40,7 +40,7 @@ func (p *Pool) batch() {
 				return
 			}
 			// One byte per record for the comma between array elements.
-			if len(current) > 0 && size+j.size+1 > p.cfg.BatchBytes {
+			if len(current) > 0 && size+len(j.encoded)+1 > p.cfg.BatchBytes {
 				flush()
 			}
 			if len(current) == 0 {
@@ -51,7 +51,7 @@ func (p *Pool) batch() {
 				timer.Reset(wait)
 			}
 			current = append(current, j)
-			size += j.size + 1
+			size += len(j.encoded) + 1
 			if len(current) >= p.cfg.BatchSize || size >= p.cfg.BatchBytes {
 				flush()
 			}

@@ -1,7 +1,6 @@
 package delivery
 
 import (
-	"encoding/json"
 	"strings"
 	"time"
 
@@ -39,7 +38,10 @@ func (p *Pool) deadLetter(jobs []*Job, why DeadLetter) {
 		if entry.Record == nil && j.record != nil {
 			// Keep the mapped payload, so a person can read what was sent
 			// and a replay sends the same dedup tuple.
-			entry.Record, _ = json.Marshal(j.record)
+			entry.Record = j.frozen
+			if entry.Record == nil {
+				entry.Record = freeze(j.record, j.encoded)
+			}
 		}
 		dls[i] = spool.DeadLetter{
 			Entry: entry, Stage: why.Stage, Reason: why.Reason, Status: why.Status,

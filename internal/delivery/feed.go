@@ -1,14 +1,10 @@
 package delivery
 
 import (
-	"bytes"
-	"encoding/json"
-
 	"go.uber.org/zap"
 
 	"github.com/branchmp/branchmp/internal/branch"
 	"github.com/branchmp/branchmp/internal/logfield"
-	"github.com/branchmp/branchmp/internal/mapping"
 	"github.com/branchmp/branchmp/internal/spool"
 )
 
@@ -67,23 +63,15 @@ func (p *Pool) newJob(e *spool.Entry) *Job {
 		j.event = ev
 	}
 	if e.Record != nil {
-		var rec mapping.Record
-		if err := unmarshalRecord(e.Record, &rec); err != nil {
+		rec, event, err := thaw(e.Record)
+		if err != nil {
 			p.log.Error("frozen record unreadable, mapping the event again",
 				zap.Uint64(logfield.Seq, e.Seq), zap.Error(err))
 		} else {
-			j.record = &rec
+			j.record, j.encoded = rec, event
 		}
 	}
 	return j
-}
-
-// unmarshalRecord decodes a frozen record with numbers kept as json.Number,
-// so encoding it again gives the same bytes.
-func unmarshalRecord(data []byte, rec *mapping.Record) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	return dec.Decode(rec)
 }
 
 // inflightCost estimates the memory an event takes while the pool holds

@@ -13,11 +13,12 @@ type Job struct {
 	event *branch.Event
 
 	// record is the mapped event, frozen on first use so that every retry
-	// sends the same distinct_id, time and $insert_id.
-	record *mapping.Record
-	size   int    // bytes of the record's event JSON
-	frozen []byte // the record as JSON, waiting to be stored in a durable spool
-	cost   int64  // share of Config.InflightBytes the job holds; 0 once given back
+	// sends the same distinct_id, time and $insert_id. Once the event is
+	// encoded, record keeps only the profile updates.
+	record  *mapping.Record
+	encoded []byte // the event's /import JSON, encoded once
+	frozen  []byte // the record as JSON, waiting to be stored in a durable spool
+	cost    int64  // share of Config.InflightBytes the job holds; 0 once given back
 }
 
 // eventID returns the id that log lines use for the job: Branch's event id

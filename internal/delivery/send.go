@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/branchmp/branchmp/internal/logfield"
-	"github.com/branchmp/branchmp/internal/mapping"
 	"github.com/branchmp/branchmp/internal/mpclient"
 )
 
@@ -123,10 +122,11 @@ func (p *Pool) importJobs(jobs []*Job) []*Job {
 // were imported, so the whole batch is dead-lettered. A replay is safe,
 // because Mixpanel drops the copies of those that were imported.
 func (p *Pool) splitFailed(jobs []*Job, res mpclient.Result, attempt int, first time.Time) []*Job {
+	// Each event's $insert_id is its entry's dedup key.
 	byInsertID := make(map[string]int, len(jobs))
 	for i, j := range jobs {
-		if id, ok := j.record.Event.Properties["$insert_id"].(string); ok {
-			byInsertID[id] = i
+		if j.entry.Key != "" {
+			byInsertID[j.entry.Key] = i
 		}
 	}
 	failed := make(map[int]mpclient.FailedRecord, len(res.Failed))
@@ -293,10 +293,10 @@ func (p *Pool) engageChunk(op string, jobs []*Job, profiles []mpclient.Profile, 
 	}
 }
 
-func events(jobs []*Job) []mapping.Event {
-	out := make([]mapping.Event, len(jobs))
+func events(jobs []*Job) [][]byte {
+	out := make([][]byte, len(jobs))
 	for i, j := range jobs {
-		out[i] = j.record.Event
+		out[i] = j.encoded
 	}
 	return out
 }

@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -34,8 +33,7 @@ func (p *Pool) work() {
 // abandoned instead.
 func (p *Pool) prepare(j *Job) bool {
 	if j.record != nil {
-		p.measure(j)
-		return true
+		return true // thawed from the spool, already encoded
 	}
 	first := time.Now()
 	if j.event == nil {
@@ -64,12 +62,14 @@ func (p *Pool) prepare(j *Job) bool {
 	opts.ReceivedAt = j.entry.Received
 	opts.InsertID = j.entry.Key // the webhook's dedup key is its $insert_id
 	rec := mapping.Map(j.event, who, opts)
+	// Encoded once, here on the parallel workers: the batcher counts the
+	// bytes, every attempt sends them, and a durable spool stores them in
+	// the sender's one write per batch.
+	j.encoded = mapping.AppendEvent(make([]byte, 0, 2048), rec.Event)
+	rec.Event.Properties = nil // the bytes replace the map
 	j.record = &rec
-	p.measure(j)
 	if p.cfg.Durable {
-		// Encoded here, on the parallel workers; the sender stores a whole
-		// batch of them in one spool write.
-		j.frozen, _ = json.Marshal(j.record)
+		j.frozen = freeze(j.record, j.encoded)
 	}
 
 	if rec.TimeMissing {
@@ -80,11 +80,6 @@ func (p *Pool) prepare(j *Job) bool {
 			append(p.jobFields(j), zap.Int(logfield.Count, rec.DroppedProperties))...)
 	}
 	return true
-}
-
-// measure sets j.size to the length of the record's event JSON.
-func (p *Pool) measure(j *Job) {
-	j.size = mapping.EncodedSize(j.record.Event)
 }
 
 // resolve calls the resolver for j's user. ErrNotFound and an empty identity

@@ -1,6 +1,8 @@
 package mpclient
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"io"
 	"net/http"
@@ -15,10 +17,10 @@ import (
 )
 
 // batchOf2000 maps the fixtures round-robin into a full /import batch.
-func batchOf2000(b *testing.B) []mapping.Event {
+func batchOf2000(b *testing.B) [][]byte {
 	b.Helper()
 	bodies := fixtures.Bodies()
-	events := make([]mapping.Event, 2000)
+	events := make([][]byte, 2000)
 	for i := range events {
 		ev, err := branch.Decode(bodies[i%len(bodies)].Data)
 		if err != nil {
@@ -27,13 +29,13 @@ func batchOf2000(b *testing.B) []mapping.Event {
 		ev.ID = ""
 		ev.Timestamp = 1717430400000 + int64(i)
 		rec := mapping.Map(ev, identity.Identity{UserID: ev.User.DeveloperIdentity}, mapping.Options{ReceivedAt: time.Unix(1717430400, 0)})
-		events[i] = rec.Event
+		events[i] = mapping.AppendEvent(nil, rec.Event)
 	}
 	return events
 }
 
-// BenchmarkImport2000 sends a batch of 2000 events through mixpanel-go to a
-// loopback server that discards the body: JSON encoding, gzip and HTTP.
+// BenchmarkImport2000 sends a batch of 2000 encoded events to a loopback
+// server that discards the body: gzip and HTTP.
 func BenchmarkImport2000(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -50,4 +52,29 @@ func BenchmarkImport2000(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(events)), "ns/event")
+}
+
+// BenchmarkGzipLevel compresses the JSON of a batch of 2000 events at the
+// level Import uses and at the default level, and reports the size ratio.
+func BenchmarkGzipLevel(b *testing.B) {
+	raw := bytes.Join(batchOf2000(b), []byte(","))
+	for _, level := range []struct {
+		name  string
+		level int
+	}{{"import", gzipLevel}, {"default", gzip.DefaultCompression}} {
+		b.Run(level.name, func(b *testing.B) {
+			var out bytes.Buffer
+			zw, err := gzip.NewWriterLevel(&out, level.level)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				out.Reset()
+				zw.Reset(&out)
+				zw.Write(raw)
+				zw.Close()
+			}
+			b.ReportMetric(float64(out.Len())/float64(len(raw)), "size/json")
+		})
+	}
 }

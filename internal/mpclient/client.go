@@ -1,24 +1,34 @@
-// Package mpclient sends events and profile updates to Mixpanel through
-// mixpanel-go and classifies every response, so the delivery pool can
+// Package mpclient sends events to Mixpanel's /import and profile updates
+// through mixpanel-go, and classifies every response, so the delivery pool can
 // decide between done, retry, split and dead-letter.
 package mpclient
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mixpanel/mixpanel-go"
-
-	"github.com/branchmp/branchmp/internal/mapping"
 )
 
-// Residency endpoints that mixpanel-go v1.2.1 lacks an option for.
-const inEndpoint = "https://api-in.mixpanel.com"
+// Mixpanel's ingestion endpoints by residency. mixpanel-go v1.2.1 has no
+// option for India's.
+const (
+	usEndpoint = "https://api.mixpanel.com"
+	euEndpoint = "https://api-eu.mixpanel.com"
+	inEndpoint = "https://api-in.mixpanel.com"
+)
 
 // Residency values.
 const (
@@ -47,8 +57,10 @@ type Config struct {
 
 // Client sends to one Mixpanel project. It is safe for concurrent use.
 type Client struct {
-	api  *mixpanel.ApiClient
-	http *http.Client
+	api        *mixpanel.ApiClient
+	http       *http.Client
+	importURL  string
+	importAuth string // contains the secret, so it is never logged
 }
 
 // New returns a Client. The given HTTP client is copied, not modified: the
@@ -81,7 +93,46 @@ func New(cfg Config) *Client {
 	case strings.EqualFold(cfg.Residency, ResidencyIN):
 		opts = append(opts, mixpanel.ProxyApiLocation(inEndpoint))
 	}
-	return &Client{api: mixpanel.NewApiClient(cfg.Token, opts...), http: &hc}
+	return &Client{
+		api:        mixpanel.NewApiClient(cfg.Token, opts...),
+		http:       &hc,
+		importURL:  importURL(cfg),
+		importAuth: importAuth(cfg),
+	}
+}
+
+// importURL returns the /import address with the query that mixpanel-go
+// sends: strict mode, verbose errors and, for a service account, the
+// project id.
+func importURL(cfg Config) string {
+	base := usEndpoint
+	switch {
+	case cfg.BaseURL != "":
+		base = strings.TrimRight(cfg.BaseURL, "/")
+	case strings.EqualFold(cfg.Residency, ResidencyEU):
+		base = euEndpoint
+	case strings.EqualFold(cfg.Residency, ResidencyIN):
+		base = inEndpoint
+	}
+	q := url.Values{"strict": {"1"}, "verbose": {"1"}}
+	if cfg.ServiceAccount != nil {
+		q.Set("project_id", strconv.Itoa(cfg.ServiceAccount.ProjectID))
+	}
+	return base + "/import?" + q.Encode()
+}
+
+// importAuth returns the Authorization header of /import requests, with the
+// credentials mixpanel-go would use: the service account, else the API
+// secret, else the project token.
+func importAuth(cfg Config) string {
+	user, pass := cfg.Token, ""
+	switch {
+	case cfg.ServiceAccount != nil:
+		user, pass = cfg.ServiceAccount.Username, cfg.ServiceAccount.Secret
+	case cfg.APISecret != "":
+		user = cfg.APISecret
+	}
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 }
 
 // CloseIdleConnections closes the HTTP client's idle connections, so no
@@ -143,15 +194,75 @@ type Result struct {
 	Err        error // the error mixpanel-go or the transport returned
 }
 
-// Import sends events to /import in strict mode with gzip.
-func (c *Client) Import(ctx context.Context, events []mapping.Event) Result {
-	batch := make([]*mixpanel.Event, len(events))
-	for i := range events {
-		batch[i] = &mixpanel.Event{Name: events[i].Name, Properties: events[i].Properties}
-	}
+// Import sends events to /import in strict mode with gzip. Each event is
+// one JSON object as mapping.AppendEvent encodes it.
+//
+// The body is built here, not by mixpanel-go, because its Import encodes
+// property maps by reflection on every attempt. The bridge encodes each
+// event once, on its parallel workers, so a retry sends the same bytes.
+func (c *Client) Import(ctx context.Context, events [][]byte) Result {
+	body := c.importBody(events)
+	defer putBuffer(body)
+
 	x := &exchange{}
-	_, err := c.api.Import(withExchange(ctx, x), batch, mixpanel.ImportOptionsRecommend)
+	req, err := http.NewRequestWithContext(withExchange(ctx, x), http.MethodPost, c.importURL, bytes.NewReader(body.Bytes()))
+	if err != nil {
+		return classifyImport(x, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Content-Encoding", "gzip")
+	req.Header.Set("Authorization", c.importAuth)
+	resp, err := c.http.Do(req)
+	if err == nil {
+		// The transport has recorded the status and body. Draining the
+		// rest lets the connection be reused.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxRecordedBody))
+		resp.Body.Close()
+	}
 	return classifyImport(x, err)
+}
+
+// importBody gzips the JSON array of events into a pooled buffer.
+func (c *Client) importBody(events [][]byte) *bytes.Buffer {
+	buf := bufferPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	zw := gzipPool.Get().(*gzip.Writer)
+	zw.Reset(buf)
+	// A gzip.Writer returns only its destination's errors, and a
+	// bytes.Buffer has none, so the errors are not checked.
+	zw.Write([]byte{'['})
+	for i, e := range events {
+		if i > 0 {
+			zw.Write([]byte{','})
+		}
+		zw.Write(e)
+	}
+	zw.Write([]byte{']'})
+	zw.Close()
+	gzipPool.Put(zw)
+	return buf
+}
+
+// gzipLevel is gzip's fastest level. BenchmarkGzipLevel measured it at half
+// the CPU of the default level on a batch of 2000 events, for a body 1.7
+// times as large (6% of the JSON instead of 4%).
+const gzipLevel = gzip.BestSpeed
+
+var (
+	gzipPool = sync.Pool{New: func() any {
+		zw, _ := gzip.NewWriterLevel(io.Discard, gzipLevel) // no error: the level is valid
+		return zw
+	}}
+	bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+)
+
+// putBuffer returns a body buffer to the pool unless it grew beyond a
+// full batch, so one outsized request does not pin its memory.
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() <= 4<<20 {
+		bufferPool.Put(b)
+	}
 }
 
 // Profile is one user's profile update.

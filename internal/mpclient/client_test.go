@@ -1,10 +1,13 @@
 package mpclient
 
 import (
+	"compress/gzip"
 	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,7 +63,7 @@ func TestImportClassification(t *testing.T) {
 			defer srv.Close()
 
 			c := New(Config{Token: "tok", BaseURL: srv.URL, HTTPClient: srv.Client()})
-			res := c.Import(context.Background(), []mapping.Event{{Name: "e", Properties: map[string]any{"time": 1}}})
+			res := c.Import(context.Background(), [][]byte{mapping.AppendEvent(nil, mapping.Event{Name: "e", Properties: map[string]any{"time": 1}})})
 
 			if res.Outcome != tt.wantOutcome {
 				t.Errorf("outcome: got %v, want %v (err %v)", res.Outcome, tt.wantOutcome, res.Err)
@@ -90,7 +93,7 @@ func TestImportNetworkErrorIsTransient(t *testing.T) {
 	srv.Close()
 
 	c := New(Config{Token: "tok", BaseURL: url})
-	res := c.Import(context.Background(), []mapping.Event{{Name: "e", Properties: map[string]any{}}})
+	res := c.Import(context.Background(), [][]byte{mapping.AppendEvent(nil, mapping.Event{Name: "e", Properties: map[string]any{}})})
 	if res.Outcome != Transient || res.Status != 0 || res.Err == nil {
 		t.Errorf("got outcome %v status %d err %v, want transient, 0 and an error", res.Outcome, res.Status, res.Err)
 	}
@@ -155,5 +158,81 @@ func TestNewKeepsCallerClient(t *testing.T) {
 	New(Config{Token: "tok", HTTPClient: hc})
 	if hc.Transport != nil {
 		t.Error("New modified the caller's http.Client")
+	}
+}
+
+func TestImportRequest(t *testing.T) {
+	events := [][]byte{
+		mapping.AppendEvent(nil, mapping.Event{Name: "a", Properties: map[string]any{"time": int64(1), "$insert_id": "x1"}}),
+		mapping.AppendEvent(nil, mapping.Event{Name: "b<&>", Properties: map[string]any{"time": int64(2), "list": []any{"é"}}}),
+	}
+	tests := []struct {
+		name        string
+		cfg         Config
+		wantUser    string
+		wantPass    string
+		wantProject string
+	}{
+		{name: "token", cfg: Config{Token: "tok"}, wantUser: "tok"},
+		{name: "api secret", cfg: Config{Token: "tok", APISecret: "sec"}, wantUser: "sec"},
+		{name: "service account", cfg: Config{Token: "tok", APISecret: "sec",
+			ServiceAccount: &ServiceAccount{ProjectID: 42, Username: "sa.user", Secret: "sa-secret"}},
+			wantUser: "sa.user", wantPass: "sa-secret", wantProject: "42"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got struct {
+				method, path, query, ctype, encoding, user, pass string
+				basic                                            bool
+				body                                             []byte
+			}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				got.method, got.path, got.query = r.Method, r.URL.Path, r.URL.RawQuery
+				got.ctype, got.encoding = r.Header.Get("Content-Type"), r.Header.Get("Content-Encoding")
+				got.user, got.pass, got.basic = r.BasicAuth()
+				if zr, err := gzip.NewReader(r.Body); err == nil {
+					got.body, _ = io.ReadAll(zr)
+				}
+				io.WriteString(w, `{"code":200,"num_records_imported":2,"status":1}`)
+			}))
+			defer srv.Close()
+			cfg := tt.cfg
+			cfg.BaseURL, cfg.HTTPClient = srv.URL+"/", srv.Client()
+
+			if res := New(cfg).Import(context.Background(), events); res.Outcome != OK {
+				t.Fatalf("Import: got %v (%v), want ok", res.Outcome, res.Err)
+			}
+			q, _ := url.ParseQuery(got.query)
+			if got.method != http.MethodPost || got.path != "/import" || q.Get("strict") != "1" || q.Get("verbose") != "1" || q.Get("project_id") != tt.wantProject {
+				t.Errorf("request: got %s %s?%s, want POST /import?strict=1&verbose=1 and project_id %q", got.method, got.path, got.query, tt.wantProject)
+			}
+			if got.ctype != "application/json" || got.encoding != "gzip" {
+				t.Errorf("headers: got Content-Type %q, Content-Encoding %q", got.ctype, got.encoding)
+			}
+			if !got.basic || got.user != tt.wantUser || got.pass != tt.wantPass {
+				t.Errorf("basic auth: got %v %q:%q, want %q:%q", got.basic, got.user, got.pass, tt.wantUser, tt.wantPass)
+			}
+			want := "[" + string(events[0]) + "," + string(events[1]) + "]"
+			if string(got.body) != want {
+				t.Errorf("body:\ngot  %s\nwant %s", got.body, want)
+			}
+		})
+	}
+}
+
+func TestImportURLByResidency(t *testing.T) {
+	tests := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, "https://api.mixpanel.com/import?"},
+		{Config{Residency: "eu"}, "https://api-eu.mixpanel.com/import?"},
+		{Config{Residency: "IN"}, "https://api-in.mixpanel.com/import?"},
+		{Config{Residency: "EU", BaseURL: "http://127.0.0.1:9/proxy/"}, "http://127.0.0.1:9/proxy/import?"},
+	}
+	for _, tt := range tests {
+		if got := importURL(tt.cfg); !strings.HasPrefix(got, tt.want) {
+			t.Errorf("importURL(%+v): got %s, want prefix %s", tt.cfg, got, tt.want)
+		}
 	}
 }

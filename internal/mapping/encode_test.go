@@ -10,12 +10,14 @@ import (
 	"github.com/branchmp/branchmp/internal/fixtures"
 )
 
-func TestEncodedSizeMatchesMarshal(t *testing.T) {
+func TestAppendEventMatchesMarshal(t *testing.T) {
 	events := []Event{
 		{Name: "", Properties: map[string]any{}},
 		{Name: "x", Properties: map[string]any{"a": nil, "b": true, "c": false, "d": int64(-12), "e": 7}},
 		{Name: "<&>\"\\\n\t\x01", Properties: map[string]any{"é\u2028": "\xff\xfe ok", "list": []any{"a", json.Number("1.5"), []any{}, map[string]any{"k": "v"}}}},
 		{Name: "f", Properties: map[string]any{"float": 1.25, "t": time.Unix(0, 0).UTC()}},
+		{Name: "nil maps", Properties: nil},
+		{Name: "empty", Properties: map[string]any{"n": json.Number(""), "l": []any(nil), "m": map[string]any(nil)}},
 	}
 	for _, f := range fixtures.Bodies() {
 		ev, err := branch.Decode(f.Data)
@@ -29,13 +31,20 @@ func TestEncodedSizeMatchesMarshal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := EncodedSize(e); got != len(data) {
-			t.Errorf("event %d: EncodedSize %d, want %d (%s)", i, got, len(data), data)
+		if got := AppendEvent(nil, e); string(got) != string(data) {
+			t.Errorf("event %d: AppendEvent\n%s\nwant\n%s", i, got, data)
 		}
 	}
 }
 
-func FuzzEncodedSize(f *testing.F) {
+func TestAppendEventUnencodableValue(t *testing.T) {
+	got := AppendEvent(nil, Event{Name: "x", Properties: map[string]any{"c": make(chan int), "d": 1}})
+	if want := `{"event":"x","properties":{"c":null,"d":1}}`; string(got) != want {
+		t.Errorf("AppendEvent: got %s, want %s", got, want)
+	}
+}
+
+func FuzzAppendEvent(f *testing.F) {
 	for _, b := range fixtures.Bodies() {
 		f.Add(b.Data)
 	}
@@ -49,8 +58,8 @@ func FuzzEncodedSize(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := EncodedSize(e); got != len(data) {
-			t.Errorf("EncodedSize %d, want %d", got, len(data))
+		if got := AppendEvent(nil, e); string(got) != string(data) {
+			t.Errorf("AppendEvent\n%s\nwant\n%s", got, data)
 		}
 	})
 }
@@ -76,4 +85,19 @@ func TestExactInt(t *testing.T) {
 			t.Errorf("exactInt(%q): got %v, want %v", tt.give, got, tt.want)
 		}
 	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	for _, seed := range []string{"", "plain", "<&>\"\\\n\r\t\b\f\x00\x1f\x7f", "\xff\xfe\xc3", "é\u2028\u2029😀", "\xed\xa0\x80"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendString(nil, s); string(got) != string(want) {
+			t.Errorf("appendString(%q): got %s, want %s", s, got, want)
+		}
+	})
 }
