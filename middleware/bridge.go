@@ -54,6 +54,9 @@ func New(cfg Config) (*Bridge, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	// The default resolver reads a field of the event, so it cannot block
+	// or panic, and it returns the same user for the same event.
+	pureResolver := cfg.Resolver == nil
 	cfg = cfg.withDefaults()
 
 	params := branch.DefaultQueryParams()
@@ -92,6 +95,7 @@ func New(cfg Config) (*Bridge, error) {
 		Client:          b.client,
 		Resolver:        cfg.Resolver,
 		ResolverTimeout: cfg.ResolverTimeout,
+		PureResolver:    pureResolver,
 		Mapping:         mappingOptions(cfg),
 		Observer:        observer,
 		Logger:          log,
@@ -157,12 +161,19 @@ func openSpool(cfg Config) (spool.Spool, error) {
 		MaxDeadLetters: cfg.MaxDeadLetters,
 		MaxDeadBytes:   cfg.SpoolMaxBytes / 4,
 		DedupWindow:    window,
+		// Decoded events waiting to be loaded, so the workers need not
+		// decode them again. Under a backlog it fills and they do.
+		MaxValueBytes: boltValueBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("branchmp: SpoolDir: %w", err)
 	}
 	return sp, nil
 }
+
+// boltValueBytes bounds the memory of decoded events that a disk spool
+// keeps between acceptance and delivery.
+const boltValueBytes = 32 << 20
 
 // Handler returns a Bridge for use as router.Handle("/branch",
 // branchmp.Handler(cfg)). It panics when cfg is invalid, with a message

@@ -86,6 +86,49 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 	}
 }
 
+// TestSpoolRestartDefaultResolver checks that the default resolver's
+// records, which are not frozen, are mapped again after a restart into the
+// bytes of the first attempt.
+func TestSpoolRestartDefaultResolver(t *testing.T) {
+	mp := startMixpanel(t)
+	mp.SetFault(failAll(503))
+	cfg := testConfig(mp)
+	cfg.SpoolDir = t.TempDir()
+	cfg.MaxAttempts = 1_000_000
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		sendEvent(t, b, i+1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := mp.WaitRequests(ctx, "/import", 1); err != nil {
+		t.Fatal(err)
+	}
+	firstRecords := recordsByInsertID(t, requestsTo(mp, "/import")[0].Records)
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	if err := b.Shutdown(short); err == nil {
+		t.Fatal("Shutdown: got nil, want events left in the spool")
+	}
+
+	mp.SetFault(nil)
+	b2 := newBridge(t, cfg)
+	shutdown(t, b2)
+
+	if got := mp.UniqueEvents(); got != 5 {
+		t.Fatalf("unique events: got %d, want 5", got)
+	}
+	delivered := recordsByInsertID(t, mp.Events())
+	for id, first := range firstRecords {
+		if delivered[id] != first {
+			t.Errorf("event %s after restart:\n got %s\nwant %s", id, delivered[id], first)
+		}
+	}
+}
+
 func TestDuplicateWebhookSentOnce(t *testing.T) {
 	for _, dir := range []string{"", "spool"} {
 		name := "memory"

@@ -43,6 +43,13 @@ type Config struct {
 	Client          *mpclient.Client
 	Resolver        identity.Resolver
 	ResolverTimeout time.Duration
+
+	// PureResolver declares that Resolver returns at once, never panics
+	// and returns the same identity for the same event. The workers then
+	// call it without the timeout and panic guard, which cost a goroutine
+	// and a timer per event, and a durable spool does not freeze records,
+	// because mapping the event again after a restart gives the same one.
+	PureResolver bool
 	Logger          *zap.Logger
 
 	// Observer receives batch sizes and request and resolver durations.

@@ -68,7 +68,7 @@ func (p *Pool) prepare(j *Job) bool {
 	j.encoded = mapping.AppendEvent(make([]byte, 0, 2048), rec.Event)
 	rec.Event.Properties = nil // the bytes replace the map
 	j.record = &rec
-	if p.cfg.Durable {
+	if p.cfg.Durable && !p.cfg.PureResolver {
 		j.frozen = freeze(j.record, j.encoded)
 	}
 
@@ -137,6 +137,9 @@ var errResolverPanic = errors.New("resolver panicked")
 // the timeout. A panic becomes an error, so a faulty resolver cannot stop
 // the pool.
 func (p *Pool) callResolver(ids identity.Identifiers) (identity.Identity, error) {
+	if p.cfg.PureResolver {
+		return p.cfg.Resolver.Resolve(p.ctx, ids)
+	}
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ResolverTimeout)
 	defer cancel()
 

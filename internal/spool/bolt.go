@@ -36,6 +36,12 @@ type BoltOptions struct {
 	MaxDeadBytes   int64         // bytes of dead letters kept; older ones are deleted
 	DedupWindow    time.Duration // 0 disables deduplication
 	Now            func() time.Time
+
+	// MaxValueBytes bounds the memory of decoded events kept between
+	// Append and Load, estimated as DecodedOverhead bytes per payload
+	// byte. Load hands a kept event to the delivery side, which then does
+	// not decode the payload again. 0 keeps none.
+	MaxValueBytes int64
 }
 
 // Bolt is a Spool in a bbolt file. Every change is committed with fsync
@@ -51,9 +57,63 @@ type Bolt struct {
 	dead      atomic.Int64
 	deadBytes atomic.Int64
 
+	values valueCache
+
 	stopOnce sync.Once
 	stop     chan struct{}
 	done     chan struct{}
+}
+
+// valueCache keeps the Values of entries that this process appended, keyed
+// by Seq, until Load hands them out.
+type valueCache struct {
+	mu    sync.Mutex
+	items map[uint64]cachedValue
+	bytes int64
+	max   int64
+}
+
+type cachedValue struct {
+	value any
+	cost  int64
+}
+
+// put keeps value unless that would exceed the byte bound. Under a backlog
+// the cache fills and later entries are decoded again when loaded.
+func (c *valueCache) put(seq uint64, value any, payload int) {
+	cost := DecodedOverhead * int64(payload)
+	if value == nil || c.max <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bytes+cost > c.max {
+		return
+	}
+	if c.items == nil {
+		c.items = make(map[uint64]cachedValue)
+	}
+	c.items[seq] = cachedValue{value, cost}
+	c.bytes += cost
+}
+
+// take removes and returns the value kept for seq, or nil.
+func (c *valueCache) take(seq uint64) any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.items[seq]
+	if !ok {
+		return nil
+	}
+	delete(c.items, seq)
+	c.bytes -= v.cost
+	return v.value
+}
+
+func (c *valueCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.items, c.bytes = nil, 0
 }
 
 // OpenBolt opens or creates the spool in dir. It fails when another
@@ -87,6 +147,7 @@ func OpenBolt(dir string, opts BoltOptions) (*Bolt, error) {
 	// one anyway.
 	db.MaxBatchDelay = commitDelay
 	b := &Bolt{db: db, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	b.values.max = opts.MaxValueBytes
 	if err := b.init(); err != nil {
 		db.Close()
 		return nil, err
@@ -167,6 +228,7 @@ func (b *Bolt) Append(e *Entry) error {
 	}
 	b.bytes.Add(int64(len(value)))
 	b.pending.Add(1)
+	b.values.put(e.Seq, e.Value, len(e.Payload))
 	return nil
 }
 
@@ -210,6 +272,7 @@ func (b *Bolt) Load(after uint64, max int) ([]*Entry, error) {
 				return fmt.Errorf("entry %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			e.Seq = binary.BigEndian.Uint64(k)
+			e.Value = b.values.take(e.Seq)
 			out = append(out, e)
 		}
 		return nil
@@ -495,6 +558,7 @@ func (b *Bolt) Probe() error {
 func (b *Bolt) Close() error {
 	b.stopOnce.Do(func() { close(b.stop) })
 	<-b.done
+	b.values.clear()
 	err := b.db.Close()
 	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
 		return nil

@@ -33,7 +33,8 @@ type Entry struct {
 	Record []byte
 
 	// Value is the decoded event, kept only in memory to save decoding it
-	// again. It is nil for entries read back from disk.
+	// again. It is nil for entries read back from disk, unless a Bolt
+	// spool kept it since Append (see BoltOptions.MaxValueBytes).
 	Value any
 }
 

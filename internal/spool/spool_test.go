@@ -416,3 +416,77 @@ func TestMemoryBoundedByBytes(t *testing.T) {
 		t.Errorf("entries accepted: got %d, want a few within 100 kB", n)
 	}
 }
+
+func TestBoltKeepsValuesUntilLoad(t *testing.T) {
+	dir := t.TempDir()
+	payload := []byte(`{"name":"x"}`)
+	perValue := DecodedOverhead * int64(len(payload))
+	b, err := OpenBolt(dir, BoltOptions{MaxBytes: 1 << 20, MaxValueBytes: 2 * perValue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := b.Append(&Entry{Key: string(rune('a' + i)), Payload: payload, Value: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	entries, err := b.Load(0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 3 {
+		t.Fatalf("Load: got %d entries, want 3", len(entries))
+	}
+	// The bound holds two values, so the third entry is decoded again.
+	for i, want := range []any{0, 1, nil} {
+		if entries[i].Value != want {
+			t.Errorf("entry %d: Value %v, want %v", i, entries[i].Value, want)
+		}
+	}
+
+	again, err := b.Load(0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range again {
+		if e.Value != nil {
+			t.Errorf("second Load, entry %d: Value %v, want nil", i, e.Value)
+		}
+	}
+	if got := b.values.bytes; got != 0 {
+		t.Errorf("cached bytes after Load: got %d, want 0", got)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBoltReopenedHasNoValues(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBolt(dir, BoltOptions{MaxBytes: 1 << 20, MaxValueBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(&Entry{Key: "k", Payload: []byte("{}"), Value: "decoded"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err = OpenBolt(dir, BoltOptions{MaxBytes: 1 << 20, MaxValueBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	entries, err := b.Load(0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Fatalf("Load after reopen: got %d entries, want 1", len(entries))
+	}
+	if entries[0].Value != nil {
+		t.Errorf("Load after reopen: Value %v, want nil", entries[0].Value)
+	}
+}
