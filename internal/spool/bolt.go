@@ -78,23 +78,25 @@ type cachedValue struct {
 	cost  int64
 }
 
-// put keeps value unless that would exceed the byte bound. Under a backlog
-// the cache fills and later entries are decoded again when loaded.
-func (c *valueCache) put(seq uint64, value any, payload int) {
+// put keeps value unless that would exceed the byte bound, and reports
+// whether it did. Under a backlog the cache fills and later entries are
+// decoded again when loaded.
+func (c *valueCache) put(seq uint64, value any, payload int) bool {
 	cost := DecodedOverhead * int64(payload)
 	if value == nil || c.max <= 0 {
-		return
+		return false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.bytes+cost > c.max {
-		return
+		return false
 	}
 	if c.items == nil {
 		c.items = make(map[uint64]cachedValue)
 	}
 	c.items[seq] = cachedValue{value, cost}
 	c.bytes += cost
+	return true
 }
 
 // take removes and returns the value kept for seq, or nil.
@@ -108,6 +110,22 @@ func (c *valueCache) take(seq uint64) any {
 	delete(c.items, seq)
 	c.bytes -= v.cost
 	return v.value
+}
+
+// drop removes the values kept for seqs, if any. The feeder takes each value
+// on Load, so this only guards against an entry removed without a Load.
+func (c *valueCache) drop(seqs []uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.items) == 0 {
+		return
+	}
+	for _, seq := range seqs {
+		if v, ok := c.items[seq]; ok {
+			delete(c.items, seq)
+			c.bytes -= v.cost
+		}
+	}
 }
 
 func (c *valueCache) clear() {
@@ -196,9 +214,14 @@ func (b *Bolt) Append(e *Entry) error {
 	}
 
 	var duplicate bool
+	var cachedSeq uint64 // the Seq under which e.Value was kept, or 0
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		// Batch may run this function again, so it sets every result.
 		duplicate = false
+		if cachedSeq != 0 {
+			b.values.take(cachedSeq)
+			cachedSeq = 0
+		}
 		dedup := tx.Bucket(bucketDedup)
 		if b.opts.DedupWindow > 0 && e.Key != "" {
 			if v := dedup.Get([]byte(e.Key)); v != nil && now.Sub(decodeTime(v)) < b.opts.DedupWindow {
@@ -215,11 +238,21 @@ func (b *Bolt) Append(e *Entry) error {
 		if err := pending.Put(seqKey(seq), value); err != nil {
 			return err
 		}
+		// Kept before the commit: once it is visible, the feeder may load
+		// the entry at once.
+		if b.values.put(seq, e.Value, len(e.Payload)) {
+			cachedSeq = seq
+		}
 		if b.opts.DedupWindow > 0 && e.Key != "" {
 			return putDedup(tx, e.Key, now)
 		}
 		return nil
 	})
+	if err != nil || duplicate {
+		if cachedSeq != 0 {
+			b.values.take(cachedSeq)
+		}
+	}
 	if err != nil {
 		return b.writeError("append", err)
 	}
@@ -228,7 +261,6 @@ func (b *Bolt) Append(e *Entry) error {
 	}
 	b.bytes.Add(int64(len(value)))
 	b.pending.Add(1)
-	b.values.put(e.Seq, e.Value, len(e.Payload))
 	return nil
 }
 
@@ -338,6 +370,7 @@ func (b *Bolt) freezeChunk(records map[uint64][]byte) error {
 
 // Done implements Spool. It commits in chunks of writeChunk entries.
 func (b *Bolt) Done(seqs ...uint64) error {
+	b.values.drop(seqs)
 	for len(seqs) > writeChunk {
 		if err := b.doneChunk(seqs[:writeChunk]); err != nil {
 			return err
@@ -374,6 +407,9 @@ func (b *Bolt) doneChunk(seqs []uint64) error {
 // DeadLetter implements Spool. When more than MaxDeadLetters or
 // MaxDeadBytes are kept, the oldest are deleted.
 func (b *Bolt) DeadLetter(dls ...DeadLetter) error {
+	for i := range dls {
+		b.values.drop([]uint64{dls[i].Entry.Seq})
+	}
 	var bytes, count, deadDelta, deadBytesDelta int64
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		bytes, count, deadDelta, deadBytesDelta = 0, 0, 0, 0

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -488,5 +489,55 @@ func TestBoltReopenedHasNoValues(t *testing.T) {
 	}
 	if entries[0].Value != nil {
 		t.Errorf("Load after reopen: Value %v, want nil", entries[0].Value)
+	}
+}
+
+// TestBoltValuesWithConcurrentLoad appends from several goroutines while
+// another loads, as the feeder does under load: every value must be handed
+// out once and none may stay behind.
+func TestBoltValuesWithConcurrentLoad(t *testing.T) {
+	b, err := OpenBolt(t.TempDir(), BoltOptions{MaxBytes: 64 << 20, MaxValueBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const writers, perWriter = 8, 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				key := fmt.Sprintf("%d-%d", w, i)
+				if err := b.Append(&Entry{Key: key, Payload: []byte(key), Value: key}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+
+	var cursor uint64
+	loaded, withValue := 0, 0
+	deadline := time.Now().Add(10 * time.Second)
+	for loaded < writers*perWriter && time.Now().Before(deadline) {
+		entries, err := b.Load(cursor, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			cursor = e.Seq
+			loaded++
+			if e.Value == string(e.Key) {
+				withValue++
+			}
+		}
+	}
+	wg.Wait()
+	if loaded != writers*perWriter {
+		t.Fatalf("loaded %d entries, want %d", loaded, writers*perWriter)
+	}
+	if withValue != loaded {
+		t.Errorf("entries loaded with their value: got %d, want %d", withValue, loaded)
+	}
+	if got := b.values.bytes; got != 0 {
+		t.Errorf("cached bytes after every Load: got %d, want 0", got)
 	}
 }
