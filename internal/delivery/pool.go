@@ -50,7 +50,7 @@ type Config struct {
 	// and a timer per event, and a durable spool does not freeze records,
 	// because mapping the event again after a restart gives the same one.
 	PureResolver bool
-	Logger          *zap.Logger
+	Logger       *zap.Logger
 
 	// Observer receives batch sizes and request and resolver durations.
 	// Nil records nothing.

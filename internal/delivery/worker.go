@@ -62,10 +62,10 @@ func (p *Pool) prepare(j *Job) bool {
 	opts.ReceivedAt = j.entry.Received
 	opts.InsertID = j.entry.Key // the webhook's dedup key is its $insert_id
 	rec := mapping.Map(j.event, who, opts)
-	// Encoded once, here on the parallel workers: the batcher counts the
-	// bytes, every attempt sends them, and a durable spool stores them in
-	// the sender's one write per batch.
-	j.encoded = mapping.AppendEvent(make([]byte, 0, 2048), rec.Event)
+	// Map encodes the event here, on the parallel workers: the batcher
+	// counts the bytes, every attempt sends them, and a durable spool
+	// stores them in the sender's one write per batch.
+	j.encoded, rec.JSON = rec.JSON, nil
 	rec.Event.Properties = nil // the bytes replace the map
 	j.record = &rec
 	if p.cfg.Durable && !p.cfg.PureResolver {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/big"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,6 +72,7 @@ func checkRecord(t *testing.T, rec Record) {
 		t.Errorf("distinct_id: got %#v (present %v), want %q", got, ok, rec.DistinctID)
 	}
 	checkDistinctID(t, rec)
+	checkJSON(t, rec)
 
 	data, err := json.Marshal(rec)
 	if err != nil {
@@ -138,4 +140,36 @@ func checkNumber(t *testing.T, n json.Number) {
 	if !ok || i.CmpAbs(big.NewInt(1<<53)) > 0 {
 		t.Errorf("integer %s: got a number beyond 2^53, want a string", s)
 	}
+}
+
+// checkJSON checks that rec.JSON is rec.Event's encoding up to key order:
+// the same keys, once each, and the same values.
+func checkJSON(t *testing.T, rec Record) {
+	t.Helper()
+	if !json.Valid(rec.JSON) {
+		t.Fatalf("Record.JSON is not valid JSON: %s", rec.JSON)
+	}
+	want, err := json.Marshal(rec.Event)
+	if err != nil {
+		t.Fatalf("json.Marshal(event): got error %v, want nil", err)
+	}
+	if got, want := decodeJSON(t, rec.JSON), decodeJSON(t, want); !reflect.DeepEqual(got, want) {
+		t.Errorf("Record.JSON decodes differently from the event:\n got %s\nwant %s", rec.JSON, want)
+	}
+	// Counting the keys finds a property written twice, which decoding
+	// into a map would hide.
+	if got, want := bytes.Count(rec.JSON, []byte(`":`)), bytes.Count(want, []byte(`":`)); got != want {
+		t.Errorf("Record.JSON has %d keys, want %d", got, want)
+	}
+}
+
+func decodeJSON(t *testing.T, data []byte) any {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("decoding %s: %v", data, err)
+	}
+	return v
 }

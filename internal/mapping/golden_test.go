@@ -85,6 +85,7 @@ func TestMapGolden(t *testing.T) {
 			written[file] = true
 			t.Run(file, func(t *testing.T) {
 				rec := Map(gc.event, v.who, Options{ReceivedAt: receivedAt})
+				checkJSON(t, rec)
 				got, err := json.MarshalIndent(rec, "", "  ")
 				if err != nil {
 					t.Fatalf("json.MarshalIndent: got error %v, want nil", err)

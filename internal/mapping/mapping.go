@@ -30,6 +30,11 @@ type Event struct {
 type Record struct {
 	Event Event
 
+	// JSON is Event encoded for /import, with the properties in the order
+	// Map set them. It equals AppendEvent's encoding but for that order,
+	// and is not stored with the record.
+	JSON []byte `json:"-"`
+
 	// DistinctID is the event's distinct_id: the user id for a known user,
 	// "$device:<device id>" for an anonymous device, or "" when the event
 	// has neither.
@@ -123,7 +128,8 @@ func Map(ev *branch.Event, who identity.Identity, opts Options) Record {
 	}
 
 	rec := Record{IP: ip}
-	p := newProperties()
+	name := namer(ev.Name, IsStandardEvent(ev.Name))
+	p := newProperties(name)
 
 	millis := ev.Timestamp
 	if millis <= 0 {
@@ -154,7 +160,8 @@ func Map(ev *branch.Event, who identity.Identity, opts Options) Record {
 
 	addBranchProperties(p, ev)
 
-	rec.Event = Event{Name: namer(ev.Name, IsStandardEvent(ev.Name)), Properties: p.values}
+	rec.Event = Event{Name: name, Properties: p.values}
+	rec.JSON = p.encoded()
 	rec.DroppedProperties = p.dropped
 	if userID != "" {
 		rec.SetOnce, rec.Set = profileUpdates(ev, who, millis)

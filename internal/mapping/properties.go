@@ -14,13 +14,29 @@ import (
 // properties is an event's property map that keeps the first value set for
 // each key and stops at MaxProperties. The bridge's own properties are set
 // first, so webhook data can neither replace nor crowd them out.
+//
+// It also encodes the event as properties are set. The json field contains
+// the event's JSON so far, with the properties in the order they were set.
+// That order is the same for the same event, and keeping it saves sorting
+// the keys.
 type properties struct {
 	values  map[string]any
 	dropped int
+	json    []byte
 }
 
-func newProperties() *properties {
-	return &properties{values: make(map[string]any, 48)}
+// newProperties returns an empty property set for an event called name.
+func newProperties(name string) *properties {
+	p := &properties{values: make(map[string]any, 48), json: make([]byte, 0, 2048)}
+	p.json = append(p.json, `{"event":`...)
+	p.json = appendString(p.json, name)
+	p.json = append(p.json, `,"properties":{`...)
+	return p
+}
+
+// encoded returns the event's JSON, closing its objects.
+func (p *properties) encoded() []byte {
+	return append(p.json, "}}"...)
 }
 
 func (p *properties) set(key string, value any) {
@@ -34,7 +50,13 @@ func (p *properties) set(key string, value any) {
 		p.dropped++
 		return
 	}
+	if len(p.values) > 0 {
+		p.json = append(p.json, ',')
+	}
 	p.values[key] = value
+	p.json = appendString(p.json, key)
+	p.json = append(p.json, ':')
+	p.json = AppendJSON(p.json, value)
 }
 
 func (p *properties) setString(key, value string) {
