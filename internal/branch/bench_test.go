@@ -22,6 +22,31 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeObject measures JSON decoding alone, with decodeObject and
+// with the encoding/json decoder that it replaced.
+func BenchmarkDecodeObject(b *testing.B) {
+	decoders := []struct {
+		name   string
+		decode func([]byte) (map[string]any, error)
+	}{
+		{"jsontext", decodeObject},
+		{"encoding-json", decodeObjectEncodingJSON},
+	}
+	for _, d := range decoders {
+		for _, f := range fixtures.Bodies() {
+			b.Run(d.name+"/"+f.Name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(f.Data)))
+				for b.Loop() {
+					if _, err := d.decode(f.Data); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
 func BenchmarkDecodeQuery(b *testing.B) {
 	params := DefaultQueryParams()
 	for i, target := range fixtures.GetRequests() {

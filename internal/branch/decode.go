@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Decode decodes a POST webhook body of either generation. It returns
@@ -33,6 +34,10 @@ func fromObject(top map[string]any) (*Event, error) {
 	return nil, ErrNoEventName
 }
 
+// decodeObject decodes a body that must be one JSON object, with optional
+// whitespace around it. It returns the values that encoding/json's Decoder
+// with UseNumber returns for a map[string]any, and accepts and rejects the
+// same bodies.
 func decodeObject(body []byte) (map[string]any, error) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 {
@@ -45,15 +50,16 @@ func decodeObject(body []byte) (map[string]any, error) {
 		return nil, ErrInvalidJSON
 	}
 
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.UseNumber()
-	var top map[string]any
-	if err := dec.Decode(&top); err != nil {
+	// The untrimmed body keeps the offsets in error messages true.
+	top, err := decodeTree(body)
+	var syntax *jsontext.SyntacticError
+	switch {
+	case errors.As(err, &syntax):
+		// The error's JSON pointer quotes the body's object names, which
+		// the sender chose, so the message that reaches logs leaves it out.
+		return nil, fmt.Errorf("%w: %v after offset %d", ErrInvalidJSON, syntax.Err, syntax.ByteOffset)
+	case err != nil:
 		return nil, fmt.Errorf("%w: %v", ErrInvalidJSON, err)
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: data after the object", ErrInvalidJSON)
 	}
 	return top, nil
 }
