@@ -112,11 +112,14 @@ func fromOntology(top map[string]any, name string) *Event {
 	if ev.Timestamp == 0 {
 		ev.Timestamp = millisOf(top["event_timestamp"])
 	}
+	// The decoded maps belong to this call, so the keys that are not
+	// fields stay in them and they become the Extra maps: copying them
+	// cost two maps per event.
 	user := objectOf(top["user_data"])
 	for k, v := range user {
 		field, ok := ontologyUserKeys[k]
 		if !ok {
-			ev.User.Extra = put(ev.User.Extra, k, normalizeFlag(k, v))
+			normalizeFlagIn(user, k, v)
 			continue
 		}
 		if !formerUserKeys[k] {
@@ -128,15 +131,38 @@ func fromOntology(top map[string]any, name string) *Event {
 	for k := range formerUserKeys {
 		setIfEmpty(ontologyUserKeys[k](&ev.User), strings.TrimSpace(stringOf(user[k])))
 	}
+	for k := range ontologyUserKeys {
+		delete(user, k)
+	}
+	ev.User.Extra = nilIfEmpty(user)
+
 	for k, v := range top {
 		switch k {
 		case "name", "id", "timestamp", "user_data", "last_attributed_touch_data",
 			"event_data", "custom_data", "content_items":
-			continue
+			delete(top, k)
+		default:
+			normalizeFlagIn(top, k, v)
 		}
-		ev.Extra = put(ev.Extra, k, normalizeFlag(k, v))
 	}
+	ev.Extra = nilIfEmpty(top)
 	return ev
+}
+
+// normalizeFlagIn replaces m[k], whose value is v, with its normalized
+// flag value. Replacing the value of an existing key is safe while ranging
+// over m.
+func normalizeFlagIn(m map[string]any, k string, v any) {
+	if flagKeys[k] {
+		m[k] = normalizeFlag(k, v)
+	}
+}
+
+func nilIfEmpty(m map[string]any) map[string]any {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // flagKeys are fields that Branch documents as booleans but sometimes
