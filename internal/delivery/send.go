@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/branchmp/branchmp/internal/logfield"
+	"github.com/branchmp/branchmp/internal/mapping"
 	"github.com/branchmp/branchmp/internal/mpclient"
 )
 
@@ -229,33 +231,76 @@ func (p *Pool) waitGate() bool {
 // Profile updates that fail for good are dead-lettered; their events stay
 // imported.
 func (p *Pool) sendProfiles(jobs []*Job) {
-	var onceJobs, setJobs []*Job
-	var once, set []mpclient.Profile
-	for _, j := range jobs {
-		rec := j.record
-		if rec.SetOnce != nil {
-			onceJobs = append(onceJobs, j)
-			once = append(once, mpclient.Profile{DistinctID: rec.DistinctID, Properties: rec.SetOnce, IP: rec.IP})
-		}
-		if rec.Set != nil {
-			setJobs = append(setJobs, j)
-			set = append(set, mpclient.Profile{DistinctID: rec.DistinctID, Properties: rec.Set, IP: rec.IP})
-		}
-	}
+	once := mergeProfiles(jobs, func(r *mapping.Record) map[string]any { return r.SetOnce }, false)
+	set := mergeProfiles(jobs, func(r *mapping.Record) map[string]any { return r.Set }, true)
 	// The two operations touch different properties, so they may run at
 	// once; that halves the round trips a batch waits for.
 	var wg sync.WaitGroup
-	wg.Go(func() { p.engage("set_once", onceJobs, once, p.cfg.Client.PeopleSetOnce) })
-	p.engage("set", setJobs, set, p.cfg.Client.PeopleSet)
+	wg.Go(func() { p.engage("set_once", once, p.cfg.Client.PeopleSetOnce) })
+	p.engage("set", set, p.cfg.Client.PeopleSet)
 	wg.Wait()
+}
+
+// profileUpdate is one user's merged profile update and the jobs it
+// carries, which are dead-lettered together when it fails.
+type profileUpdate struct {
+	profile mpclient.Profile
+	jobs    []*Job
+}
+
+// mergeProfiles merges the profile updates of jobs into one per user, in
+// the order of each user's first job, so a user with several events in a
+// batch costs one update. The merge gives what applying the updates in
+// event order would: for $set_once the first value of each property, for
+// $set (last is true) the last value and the last job's IP address.
+func mergeProfiles(jobs []*Job, props func(*mapping.Record) map[string]any, last bool) []profileUpdate {
+	var updates []profileUpdate
+	byUser := make(map[string]int)
+	for _, j := range jobs {
+		values := props(j.record)
+		if values == nil {
+			continue
+		}
+		id := j.record.DistinctID
+		i, seen := byUser[id]
+		if !seen {
+			byUser[id] = len(updates)
+			updates = append(updates, profileUpdate{
+				profile: mpclient.Profile{DistinctID: id, Properties: values, IP: j.record.IP},
+				jobs:    []*Job{j},
+			})
+			continue
+		}
+		u := &updates[i]
+		if len(u.jobs) == 1 {
+			// Copied before the first merge: the map belongs to the record.
+			u.profile.Properties = maps.Clone(u.profile.Properties)
+		}
+		u.jobs = append(u.jobs, j)
+		for k, v := range values {
+			if _, exists := u.profile.Properties[k]; !exists || last {
+				u.profile.Properties[k] = v
+			}
+		}
+		if last {
+			u.profile.IP = j.record.IP
+		}
+	}
+	return updates
 }
 
 type engageFunc func(context.Context, []mpclient.Profile) mpclient.Result
 
-func (p *Pool) engage(op string, jobs []*Job, profiles []mpclient.Profile, call engageFunc) {
-	for start := 0; start < len(profiles); start += maxProfilesPerRequest {
-		end := min(start+maxProfilesPerRequest, len(profiles))
-		p.engageChunk(op, jobs[start:end], profiles[start:end], call)
+func (p *Pool) engage(op string, updates []profileUpdate, call engageFunc) {
+	for start := 0; start < len(updates); start += maxProfilesPerRequest {
+		chunk := updates[start:min(start+maxProfilesPerRequest, len(updates))]
+		profiles := make([]mpclient.Profile, len(chunk))
+		var jobs []*Job
+		for i, u := range chunk {
+			profiles[i] = u.profile
+			jobs = append(jobs, u.jobs...)
+		}
+		p.engageChunk(op, jobs, profiles, call)
 	}
 }
 
