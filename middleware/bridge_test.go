@@ -121,6 +121,7 @@ func TestServeHTTPStatus(t *testing.T) {
 		{name: "over limit chunked", method: "POST", contentType: "application/json", body: overLimit, chunked: true, want: 413},
 		{name: "announced over limit", method: "POST", contentType: "application/json", body: []byte(`{}`), contentLength: limit + 1, want: 413},
 		{name: "gzip over limit", method: "POST", contentType: "application/json", encoding: "gzip", body: bomb, want: 413},
+		{name: "shorter than announced", method: "POST", contentType: "application/json", body: install, contentLength: int64(len(install)) + 10, want: 400},
 		{name: "corrupt gzip", method: "POST", contentType: "application/json", encoding: "gzip", body: []byte("not gzip at all"), want: 400},
 		{name: "truncated gzip", method: "POST", contentType: "application/json", encoding: "gzip", body: gzipped(t, install)[:40], want: 400},
 		{name: "brotli", method: "POST", contentType: "application/json", encoding: "br", body: install, want: 415},

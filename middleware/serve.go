@@ -240,6 +240,16 @@ func (b *Bridge) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 		return nil, &unsupportedMediaError{"content encoding " + enc}
 	}
 
+	if src == io.Reader(raw) && r.ContentLength > 0 {
+		// The length is known and within the limit, so the body is read
+		// into one buffer of its size. net/http ends the body at
+		// Content-Length, and a shorter body is an error.
+		body := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(raw, body); err != nil {
+			return nil, bodyError(err)
+		}
+		return body, nil
+	}
 	body, err := io.ReadAll(io.LimitReader(src, limit+1))
 	if err != nil {
 		return nil, bodyError(err)
