@@ -61,12 +61,12 @@ func (p *Pool) prepare(j *Job) bool {
 	opts := p.cfg.Mapping
 	opts.ReceivedAt = j.entry.Received
 	opts.InsertID = j.entry.Key // the webhook's dedup key is its $insert_id
+	opts.EncodeOnly = true
 	rec := mapping.Map(j.event, who, opts)
 	// Map encodes the event here, on the parallel workers: the batcher
 	// counts the bytes, every attempt sends them, and a durable spool
 	// stores them in the sender's one write per batch.
 	j.encoded, rec.JSON = rec.JSON, nil
-	rec.Event.Properties = nil // the bytes replace the map
 	j.record = &rec
 	if p.cfg.Durable && !p.cfg.PureResolver {
 		j.frozen = freeze(j.record, j.encoded)

@@ -23,6 +23,15 @@ func BenchmarkMap(b *testing.B) {
 				Map(ev, who, opts)
 			}
 		})
+		// The workers map with EncodeOnly.
+		only := opts
+		only.EncodeOnly = true
+		b.Run(f.Name+"/encode-only", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Map(ev, who, only)
+			}
+		})
 	}
 }
 

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -100,4 +101,17 @@ func FuzzAppendString(f *testing.F) {
 			t.Errorf("appendString(%q): got %s, want %s", s, got, want)
 		}
 	})
+}
+
+func TestEncodeOnlyDropsLikeFullMap(t *testing.T) {
+	custom := map[string]any{}
+	for i := range 300 {
+		custom[fmt.Sprintf("k%03d", i)] = fmt.Sprint(i)
+	}
+	custom["time"] = "reserved" // renamed to branch_time
+	ev := &branch.Event{Name: "OPEN", ID: "7", Timestamp: 1717430400000, CustomData: custom}
+	checkEncodeOnly(t, ev, identity.Identity{UserID: "u1"}, Options{ReceivedAt: time.Unix(1717430400, 0)})
+	if got := Map(ev, identity.Identity{}, Options{EncodeOnly: true}).DroppedProperties; got == 0 {
+		t.Errorf("DroppedProperties: got 0, want some of the 301 custom keys dropped")
+	}
 }

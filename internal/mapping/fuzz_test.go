@@ -36,6 +36,8 @@ func FuzzMap(f *testing.F) {
 		checkRecord(t, known)
 		anonymous := Map(ev, identity.Identity{}, Options{ReceivedAt: receivedAt})
 		checkRecord(t, anonymous)
+		checkEncodeOnly(t, ev, developerIdentity(t, ev), Options{ReceivedAt: receivedAt})
+		checkEncodeOnly(t, ev, identity.Identity{}, Options{ReceivedAt: receivedAt})
 
 		if _, ok := anonymous.Event.Properties["$user_id"]; ok {
 			t.Errorf("anonymous $user_id: got %v, want absent", anonymous.Event.Properties["$user_id"])
@@ -160,6 +162,24 @@ func checkJSON(t *testing.T, rec Record) {
 	// into a map would hide.
 	if got, want := bytes.Count(rec.JSON, []byte(`":`)), bytes.Count(want, []byte(`":`)); got != want {
 		t.Errorf("Record.JSON has %d keys, want %d", got, want)
+	}
+}
+
+// checkEncodeOnly maps ev with and without Options.EncodeOnly and checks
+// that only the property map differs.
+func checkEncodeOnly(t *testing.T, ev *branch.Event, who identity.Identity, opts Options) {
+	t.Helper()
+	full := Map(ev, who, opts)
+	opts.EncodeOnly = true
+	only := Map(ev, who, opts)
+	if only.Event.Properties != nil {
+		t.Errorf("EncodeOnly: Properties %v, want nil", only.Event.Properties)
+	}
+	if !bytes.Equal(only.JSON, full.JSON) {
+		t.Errorf("EncodeOnly JSON:\n got %s\nwant %s", only.JSON, full.JSON)
+	}
+	if only.DroppedProperties != full.DroppedProperties {
+		t.Errorf("EncodeOnly DroppedProperties: got %d, want %d", only.DroppedProperties, full.DroppedProperties)
 	}
 }
 

@@ -86,6 +86,7 @@ func TestMapGolden(t *testing.T) {
 			t.Run(file, func(t *testing.T) {
 				rec := Map(gc.event, v.who, Options{ReceivedAt: receivedAt})
 				checkJSON(t, rec)
+				checkEncodeOnly(t, gc.event, v.who, Options{ReceivedAt: receivedAt})
 				got, err := json.MarshalIndent(rec, "", "  ")
 				if err != nil {
 					t.Fatalf("json.MarshalIndent: got error %v, want nil", err)

@@ -80,6 +80,10 @@ type Options struct {
 	// InsertID, when set, is the event's $insert_id as InsertID returned
 	// it before, so the event is not hashed a second time.
 	InsertID string
+
+	// EncodeOnly leaves Record.Event.Properties nil and fills only
+	// Record.JSON, which saves building the map.
+	EncodeOnly bool
 }
 
 // Identifiers returns the identifiers of ev for an identity.Resolver, with
@@ -129,7 +133,8 @@ func Map(ev *branch.Event, who identity.Identity, opts Options) Record {
 
 	rec := Record{IP: ip}
 	name := namer(ev.Name, IsStandardEvent(ev.Name))
-	p := newProperties(name)
+	size := 24 + len(ev.Touch) + len(ev.EventData) + len(ev.CustomData) + len(ev.User.Extra) + len(ev.Extra)
+	p := newProperties(name, size, opts.EncodeOnly)
 
 	millis := ev.Timestamp
 	if millis <= 0 {

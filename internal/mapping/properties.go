@@ -19,15 +19,27 @@ import (
 // the event's JSON so far, with the properties in the order they were set.
 // That order is the same for the same event, and keeping it saves sorting
 // the keys.
+//
+// Without a values map (Options.EncodeOnly) it keeps only the set of keys,
+// which saves the map's values and boxing each string value.
 type properties struct {
-	values  map[string]any
+	values  map[string]any      // nil when only encoding
+	keys    map[string]struct{} // the keys set, when only encoding
+	count   int
 	dropped int
 	json    []byte
 }
 
-// newProperties returns an empty property set for an event called name.
-func newProperties(name string) *properties {
-	p := &properties{values: make(map[string]any, 48), json: make([]byte, 0, 2048)}
+// newProperties returns an empty property set for an event called name,
+// sized for about size properties.
+func newProperties(name string, size int, encodeOnly bool) *properties {
+	size = min(size, MaxProperties)
+	p := &properties{json: make([]byte, 0, 256+24*size)}
+	if encodeOnly {
+		p.keys = make(map[string]struct{}, size)
+	} else {
+		p.values = make(map[string]any, size)
+	}
 	p.json = append(p.json, `{"event":`...)
 	p.json = appendString(p.json, name)
 	p.json = append(p.json, `,"properties":{`...)
@@ -40,29 +52,49 @@ func (p *properties) encoded() []byte {
 }
 
 func (p *properties) set(key string, value any) {
-	if value == nil {
+	if value == nil || !p.add(key) {
 		return
 	}
-	if _, exists := p.values[key]; exists {
-		return
+	if p.values != nil {
+		p.values[key] = value
 	}
-	if len(p.values) >= MaxProperties {
-		p.dropped++
-		return
-	}
-	if len(p.values) > 0 {
-		p.json = append(p.json, ',')
-	}
-	p.values[key] = value
-	p.json = appendString(p.json, key)
-	p.json = append(p.json, ':')
 	p.json = AppendJSON(p.json, value)
 }
 
 func (p *properties) setString(key, value string) {
-	if value != "" {
-		p.set(key, value)
+	if value == "" || !p.add(key) {
+		return
 	}
+	if p.values != nil {
+		p.values[key] = value
+	}
+	p.json = appendString(p.json, value)
+}
+
+// add records key and appends it to the JSON, ready for its value. It
+// returns false when key is already set or the event is full.
+func (p *properties) add(key string) bool {
+	if p.values != nil {
+		if _, exists := p.values[key]; exists {
+			return false
+		}
+	} else if _, exists := p.keys[key]; exists {
+		return false
+	}
+	if p.count >= MaxProperties {
+		p.dropped++
+		return false
+	}
+	if p.keys != nil {
+		p.keys[key] = struct{}{}
+	}
+	if p.count > 0 {
+		p.json = append(p.json, ',')
+	}
+	p.count++
+	p.json = appendString(p.json, key)
+	p.json = append(p.json, ':')
+	return true
 }
 
 // setUntrusted adds webhook data: keys that Mixpanel treats specially are
@@ -82,6 +114,16 @@ func (p *properties) setUntrusted(key string, value any, depth int) {
 func (p *properties) setAllUntrusted(prefix string, m map[string]any) {
 	for _, k := range sortedKeys(m) {
 		p.setUntrusted(prefix+k, m[k], 0)
+	}
+}
+
+// setAllUntrustedExcept is setAllUntrusted without the keys that skip
+// reports, which saves copying m without them.
+func (p *properties) setAllUntrustedExcept(prefix string, m map[string]any, skip func(string) bool) {
+	for _, k := range sortedKeys(m) {
+		if !skip(k) {
+			p.setUntrusted(prefix+k, m[k], 0)
+		}
 	}
 }
 
@@ -113,7 +155,10 @@ const maxNesting = 4
 func sanitize(value any, depth int) any {
 	switch v := value.(type) {
 	case json.Number:
-		return sanitizeNumber(v)
+		if s, changed := sanitizeNumber(v); changed {
+			return s
+		}
+		return value // the same number, without boxing it again
 	case []any:
 		if depth >= maxNesting {
 			return jsonString(v)
@@ -150,20 +195,17 @@ func flatten(dst map[string]any, prefix string, m map[string]any, depth int) {
 	}
 }
 
-func sanitizeNumber(n json.Number) any {
+// sanitizeNumber returns n as a string and true when it must be sent as
+// one, and false when n can stay a number.
+func sanitizeNumber(n json.Number) (string, bool) {
 	s := n.String()
 	if strings.ContainsAny(s, ".eE") {
 		// A number beyond the float64 range, such as 1e400, has no
 		// float64 value, so it is sent as a string too.
-		if _, err := strconv.ParseFloat(s, 64); err != nil {
-			return s
-		}
-		return n
+		_, err := strconv.ParseFloat(s, 64)
+		return s, err != nil
 	}
-	if exactInt(s) {
-		return n
-	}
-	return s
+	return s, !exactInt(s)
 }
 
 // exactInt reports whether the decimal integer s is within ±2^53, without
@@ -225,8 +267,8 @@ func addBranchProperties(p *properties, ev *branch.Event) {
 		p.set("content_items", items)
 	}
 	p.setAllUntrusted("", ev.CustomData)
-	p.setAllUntrusted("branch_", withoutIdentifiers(u.Extra))
-	p.setAllUntrusted("branch_", withoutIdentifiers(withoutTimestamps(ev.Extra)))
+	p.setAllUntrustedExcept("branch_", u.Extra, isPersonalKey)
+	p.setAllUntrustedExcept("branch_", ev.Extra, isPersonalOrTimestamp)
 }
 
 // personalKeys are user_data and top-level keys that identify a person or
@@ -243,40 +285,12 @@ var personalKeys = map[string]bool{
 	"device_fingerprint_id": true, "browser_fingerprint_id": true,
 }
 
-// withoutIdentifiers returns m without its personalKeys.
-func withoutIdentifiers(m map[string]any) map[string]any {
-	found := false
-	for k := range m {
-		if personalKeys[k] {
-			found = true
-			break
-		}
-	}
-	if !found {
-		return m
-	}
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		if !personalKeys[k] {
-			out[k] = v
-		}
-	}
-	return out
-}
+func isPersonalKey(k string) bool { return personalKeys[k] }
 
-// withoutTimestamps drops the top-level copies of the event time, which
-// Mixpanel already has as "time".
-func withoutTimestamps(extra map[string]any) map[string]any {
-	if _, ok := extra["event_timestamp"]; !ok {
-		return extra
-	}
-	out := make(map[string]any, len(extra))
-	for k, v := range extra {
-		if k != "event_timestamp" {
-			out[k] = v
-		}
-	}
-	return out
+// isPersonalOrTimestamp also skips the top-level copy of the event time,
+// which Mixpanel already has as "time".
+func isPersonalOrTimestamp(k string) bool {
+	return personalKeys[k] || k == "event_timestamp"
 }
 
 func contentItems(items []map[string]any) []any {
@@ -317,12 +331,12 @@ func profileUpdates(ev *branch.Event, who identity.Identity, millis int64) (setO
 	if first == nil {
 		first = ev.Touch
 	}
-	addAttribution(setOnce, "branch_first_", first)
+	addAttribution(setOnce, true, first)
 	if strings.EqualFold(ev.Name, "install") {
 		setOnce["branch_install_time"] = time.UnixMilli(millis).UTC().Format(profileTimeLayout)
 	}
 
-	addAttribution(set, "branch_last_", ev.Touch)
+	addAttribution(set, false, ev.Touch)
 	for _, k := range sortedKeys(who.Properties) {
 		if v := who.Properties[k]; v != nil {
 			set[k] = v
@@ -338,10 +352,29 @@ func profileUpdates(ev *branch.Event, who identity.Identity, millis int64) (setO
 	return setOnce, set
 }
 
-func addAttribution(dst map[string]any, prefix string, link map[string]any) {
-	for _, field := range []string{"campaign", "channel", "feature"} {
-		if v := linkString(link, "~"+field); v != "" {
-			dst[prefix+field] = v
+// attributionField is a link field copied to a profile, with its profile
+// property names spelled out so no name is built per event.
+type attributionField struct {
+	link, first, last string
+}
+
+var attributionFields = []attributionField{
+	{"~campaign", "branch_first_campaign", "branch_last_campaign"},
+	{"~channel", "branch_first_channel", "branch_last_channel"},
+	{"~feature", "branch_first_feature", "branch_last_feature"},
+}
+
+// addAttribution copies the link's campaign, channel and feature to dst,
+// under their branch_first_ names when first is true and branch_last_
+// names otherwise.
+func addAttribution(dst map[string]any, first bool, link map[string]any) {
+	for _, f := range attributionFields {
+		if v := linkString(link, f.link); v != "" {
+			name := f.last
+			if first {
+				name = f.first
+			}
+			dst[name] = v
 		}
 	}
 }
