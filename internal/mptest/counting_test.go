@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"net/http"
+	"reflect"
 	"testing"
 	"time"
 
@@ -277,5 +278,38 @@ func TestHoldCanceledRequest(t *testing.T) {
 	}
 	if got := c.Requests["/import"][0]; got != 1 {
 		t.Errorf("got %d /import requests under status 0, want 1", got)
+	}
+}
+
+func TestScanRecords(t *testing.T) {
+	tests := []struct {
+		name    string
+		give    string
+		want    []any // each record's $insert_id
+		wantErr bool
+	}{
+		{name: "records", give: `[{"event":"a","properties":{"time":1,"$insert_id":"x1","nested":{"$insert_id":"no"}}},{"properties":{"$insert_id":"x2"},"event":"b"}]`, want: []any{"x1", "x2"}},
+		{name: "missing and non-string ids", give: `[{"event":"a","properties":{}},{"properties":{"$insert_id":7}},{"properties":null},42]`, want: []any{nil, nil, nil, nil}},
+		{name: "engage updates", give: `[{"$token":"t","$distinct_id":"u","$set":{"a":1}}]`, want: []any{nil}},
+		{name: "empty array", give: `[]`, want: nil},
+		{name: "object", give: `{"properties":{"$insert_id":"x"}}`, wantErr: true},
+		{name: "truncated", give: `[{"properties":{"$insert_id":"x"}`, wantErr: true},
+		{name: "trailing data", give: `[] []`, wantErr: true},
+		{name: "invalid", give: `[{"properties":{"$insert_id":x}}]`, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			records, err := scanRecords([]byte(tt.give))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("scanRecords: got error %v, want error %v", err, tt.wantErr)
+			}
+			var got []any
+			for _, r := range records {
+				got = append(got, r.Properties.InsertID)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("insert ids: got %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
