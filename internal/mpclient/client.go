@@ -64,7 +64,8 @@ type Client struct {
 }
 
 // New returns a Client. The given HTTP client is copied, not modified: the
-// copy's transport records each response for classification.
+// copy's transport records each response for classification, and the copy
+// does not follow redirects.
 func New(cfg Config) *Client {
 	base := http.DefaultClient
 	if cfg.HTTPClient != nil {
@@ -76,6 +77,10 @@ func New(cfg Config) *Client {
 		rt = http.DefaultTransport
 	}
 	hc.Transport = &recordingTransport{base: rt, now: time.Now}
+	// A redirect means a wrong endpoint or a proxy in the way, which the
+	// classification treats as a configuration fault. Following it would
+	// count a 200 from the redirect's target as delivered.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 	opts := []mixpanel.Options{mixpanel.HttpClient(&hc)}
 	switch {

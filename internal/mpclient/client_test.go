@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -234,5 +235,32 @@ func TestImportURLByResidency(t *testing.T) {
 		if got := importURL(tt.cfg); !strings.HasPrefix(got, tt.want) {
 			t.Errorf("importURL(%+v): got %s, want prefix %s", tt.cfg, got, tt.want)
 		}
+	}
+}
+
+func TestRedirectNotFollowed(t *testing.T) {
+	var landed atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/landing" {
+			landed.Add(1)
+			io.WriteString(w, `{"code":200,"num_records_imported":1,"status":1}`)
+			return
+		}
+		http.Redirect(w, r, "/landing", http.StatusFound)
+	}))
+	defer srv.Close()
+
+	c := New(Config{Token: "tok", BaseURL: srv.URL, HTTPClient: srv.Client()})
+	event := [][]byte{mapping.AppendEvent(nil, mapping.Event{Name: "e", Properties: map[string]any{"time": 1}})}
+	if res := c.Import(context.Background(), event); res.Outcome != Unauthorized || res.Status != http.StatusFound {
+		t.Errorf("Import: got %v with status %d, want unauthorized with 302", res.Outcome, res.Status)
+	}
+	profiles := []Profile{{DistinctID: "u1", Properties: map[string]any{"plan": "pro"}}}
+	if res := c.PeopleSet(context.Background(), profiles); res.Outcome != Unauthorized {
+		t.Errorf("PeopleSet: got %v with status %d, want unauthorized", res.Outcome, res.Status)
+	}
+	if n := landed.Load(); n != 0 {
+		t.Errorf("requests to the redirect target: got %d, want 0", n)
 	}
 }
