@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -562,5 +564,77 @@ func TestOtherIdentifiersNeverSent(t *testing.T) {
 	}
 	if legacyIP != "203.0.113.79" {
 		t.Errorf("legacy top-level ip: got %v, want it as the event's ip for geolocation", legacyIP)
+	}
+}
+
+func TestDecodeSlotFreeWithDoneContext(t *testing.T) {
+	b := newBridge(t, testConfig(startMixpanel(t)))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // as for a pipelined request whose connection was half-closed
+	for i := range 20 {
+		req := httptest.NewRequest("GET", fmt.Sprintf("/branch?ev=OPEN&id=%d", 500+i), nil).WithContext(ctx)
+		rec := httptest.NewRecorder()
+		b.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("request %d with free slots and a done context: got %d, want 200", i, rec.Code)
+		}
+	}
+}
+
+// TestBodyReadErrorLogsNoAddress resets a connection in the middle of a
+// body: the read error's text names both addresses, and the log line must
+// not.
+func TestBodyReadErrorLogsNoAddress(t *testing.T) {
+	var logs syncBuffer
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), &logs, zapcore.DebugLevel)
+	cfg := testConfig(startMixpanel(t))
+	cfg.Logger = zap.New(core)
+	b := newBridge(t, cfg)
+	srv := httptest.NewServer(b)
+	defer srv.Close()
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST /branch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":")
+	time.Sleep(50 * time.Millisecond) // lets the handler start reading
+	conn.(*net.TCPConn).SetLinger(0)
+	conn.Close()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "webhook rejected") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := logs.String()
+	if !strings.Contains(got, "webhook rejected") {
+		t.Fatalf("no rejection logged; logs:\n%s", got)
+	}
+	if strings.Contains(got, "127.0.0.1") {
+		t.Errorf("log names a client address:\n%s", got)
+	}
+}
+
+// TestAnnouncedLengthNotPreallocated announces a large body and sends two
+// bytes: the handler must not allocate the announced size up front.
+func TestAnnouncedLengthNotPreallocated(t *testing.T) {
+	cfg := testConfig(startMixpanel(t))
+	cfg.MaxBodyBytes = 64 << 20
+	b := newBridge(t, cfg)
+	req := httptest.NewRequest("POST", "/branch", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	req.ContentLength = 32 << 20
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	rec := httptest.NewRecorder()
+	b.ServeHTTP(rec, req)
+	runtime.ReadMemStats(&after)
+
+	if rec.Code != http.StatusBadRequest {
+		t.Errorf("status: got %d, want 400", rec.Code)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 8<<20 {
+		t.Errorf("allocated %d bytes for a 2-byte body announced as 32 MiB", n)
 	}
 }

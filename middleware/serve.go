@@ -1,10 +1,13 @@
 package branchmp
 
 import (
+	"compress/flate"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -201,6 +204,13 @@ var errBusy = errors.New("too many webhooks being decoded")
 // acquireDecodeSlot waits for one of the MaxConcurrentDecodes slots, or
 // until the request ends.
 func (b *Bridge) acquireDecodeSlot(r *http.Request) error {
+	// A free slot is taken first: select picks at random among ready
+	// cases, and the context of a pipelined request may already be done.
+	select {
+	case b.decodeSlots <- struct{}{}:
+		return nil
+	default:
+	}
 	select {
 	case b.decodeSlots <- struct{}{}:
 		return nil
@@ -240,10 +250,10 @@ func (b *Bridge) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 		return nil, &unsupportedMediaError{"content encoding " + enc}
 	}
 
-	if src == io.Reader(raw) && r.ContentLength > 0 {
-		// The length is known and within the limit, so the body is read
-		// into one buffer of its size. net/http ends the body at
-		// Content-Length, and a shorter body is an error.
+	if src == io.Reader(raw) && r.ContentLength > 0 && r.ContentLength <= maxPresizedBody {
+		// The length is known and small, so the body is read into one
+		// buffer of its size. net/http ends the body at Content-Length,
+		// and a shorter body is an error.
 		body := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(raw, body); err != nil {
 			return nil, bodyError(err)
@@ -260,14 +270,30 @@ func (b *Bridge) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	return body, nil
 }
 
+// maxPresizedBody bounds the buffer allocated from a Content-Length before
+// any of the body arrives, so clients that announce large bodies and send
+// nothing cannot reserve memory. Branch's bodies are a few kilobytes.
+const maxPresizedBody = 16 << 10
+
 // bodyError turns a read error into errBodyTooLarge when the size limit
-// caused it, and into an invalid-body error otherwise.
+// caused it, and into an invalid-body error otherwise. A network error's
+// text names the client's address, which is personal data, so only its
+// kind is kept.
 func bodyError(err error) error {
 	var maxErr *http.MaxBytesError
-	if errors.As(err, &maxErr) {
+	var netErr net.Error
+	var corrupt flate.CorruptInputError
+	switch {
+	case errors.As(err, &maxErr):
 		return errBodyTooLarge
+	case errors.Is(err, gzip.ErrHeader), errors.Is(err, gzip.ErrChecksum), errors.As(err, &corrupt):
+		return fmt.Errorf("%w: invalid gzip data: %v", branch.ErrInvalidJSON, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: body ended early", branch.ErrInvalidJSON)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return fmt.Errorf("%w: reading the body timed out", branch.ErrInvalidJSON)
 	}
-	return errors.Join(branch.ErrInvalidJSON, err)
+	return fmt.Errorf("%w: reading the body failed", branch.ErrInvalidJSON)
 }
 
 // rejectDecode responds to a request whose body or query could not be decoded.
