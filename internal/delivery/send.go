@@ -251,8 +251,9 @@ type profileUpdate struct {
 // mergeProfiles merges the profile updates of jobs into one per user, in
 // the order of each user's first job, so a user with several events in a
 // batch costs one update. The merge gives what applying the updates in
-// event order would: for $set_once the first value of each property, for
-// $set (last is true) the last value and the last job's IP address.
+// event order would: for $set_once the first value of each property and
+// the first IP address, for $set (last is true) the last value and the
+// last IP address.
 func mergeProfiles(jobs []*Job, props func(*mapping.Record) map[string]any, last bool) []profileUpdate {
 	var updates []profileUpdate
 	byUser := make(map[string]int)
@@ -282,8 +283,11 @@ func mergeProfiles(jobs []*Job, props func(*mapping.Record) map[string]any, last
 				u.profile.Properties[k] = v
 			}
 		}
-		if last {
-			u.profile.IP = j.record.IP
+		// An update without an IP address leaves the profile's location
+		// alone, so the merged one takes the last address sent for $set
+		// and the first for $set_once.
+		if ip := j.record.IP; ip != "" && (last || u.profile.IP == "") {
+			u.profile.IP = ip
 		}
 	}
 	return updates

@@ -17,6 +17,9 @@ func TestMergeProfiles(t *testing.T) {
 		job("u2", "198.51.100.2", map[string]any{"first_campaign": "x"}, nil),
 		job("u1", "198.51.100.3", map[string]any{"first_campaign": "b", "install": "t1"}, map[string]any{"last_campaign": "b"}),
 		job("anonymous", "", nil, nil),
+		job("u3", "", map[string]any{"a": "1"}, map[string]any{"b": "1"}),
+		job("u3", "198.51.100.4", map[string]any{"a": "2"}, map[string]any{"b": "2"}),
+		job("u3", "", nil, map[string]any{"b": "3"}),
 	}
 	setOnce := func(r *mapping.Record) map[string]any { return r.SetOnce }
 	set := func(r *mapping.Record) map[string]any { return r.Set }
@@ -43,9 +46,11 @@ func TestMergeProfiles(t *testing.T) {
 		{"set_once keeps first values", setOnce, false, []merged{
 			{"u1", "198.51.100.1", map[string]any{"first_campaign": "a", "install": "t1"}, 2},
 			{"u2", "198.51.100.2", map[string]any{"first_campaign": "x"}, 1},
+			{"u3", "198.51.100.4", map[string]any{"a": "1"}, 2},
 		}},
 		{"set keeps last values", set, true, []merged{
 			{"u1", "198.51.100.3", map[string]any{"last_campaign": "b", "plan": "free"}, 2},
+			{"u3", "198.51.100.4", map[string]any{"b": "3"}, 3},
 		}},
 	}
 	for _, tt := range tests {
