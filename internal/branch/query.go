@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // DefaultQueryParams maps the query parameter names that DecodeQuery accepts
@@ -83,9 +84,9 @@ func DecodeQuery(query url.Values, params map[string]string, ignore ...string) (
 		}
 		target, ok := params[param]
 		if !ok {
-			target = "custom_data." + param
+			target = "custom_data." + validUTF8(param)
 		}
-		setQueryTarget(top, target, value)
+		setQueryTarget(top, target, validUTF8(value))
 	}
 
 	ev, err := fromObject(top)
@@ -126,6 +127,28 @@ func isJSONNumber(s string) bool {
 		return false
 	}
 	return json.Valid([]byte(s))
+}
+
+// validUTF8 replaces each byte of s that is not part of valid UTF-8 with
+// U+FFFD, as decoding a JSON body does. Names that differ only in invalid
+// bytes then become one property, the first in byte order, instead of
+// two that Mixpanel would read as the same key.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 func firstNonEmpty(values []string) string {

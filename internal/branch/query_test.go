@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"reflect"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -311,5 +312,17 @@ func TestDefaultQueryParams(t *testing.T) {
 	params["ev"] = "custom_data.ev"
 	if got := DefaultQueryParams()["ev"]; got != "name" {
 		t.Errorf(`DefaultQueryParams()["ev"]: got %q, want "name"`, got)
+	}
+}
+
+func TestDecodeQueryInvalidUTF8Names(t *testing.T) {
+	query := url.Values{"ev": {"OPEN"}, "a\xff": {"1"}, "a\xfe": {"2"}, "a\uFFFD": {"3"}, "v": {"x\xffy"}}
+	ev, err := DecodeQuery(query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"a\uFFFD": "3", "v": "x\uFFFDy"} // "a\uFFFD" (0xEF...) is first in byte order
+	if !reflect.DeepEqual(ev.CustomData, want) {
+		t.Errorf("CustomData: got %q, want %q", ev.CustomData, want)
 	}
 }

@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -113,5 +114,19 @@ func TestEncodeOnlyDropsLikeFullMap(t *testing.T) {
 	checkEncodeOnly(t, ev, identity.Identity{UserID: "u1"}, Options{ReceivedAt: time.Unix(1717430400, 0)})
 	if got := Map(ev, identity.Identity{}, Options{EncodeOnly: true}).DroppedProperties; got == 0 {
 		t.Errorf("DroppedProperties: got 0, want some of the 301 custom keys dropped")
+	}
+}
+
+func TestFlattenCollisionIsDeterministic(t *testing.T) {
+	item := map[string]any{"a.b": "literal", "a": map[string]any{"b": "nested"}}
+	ev := &branch.Event{Name: "PURCHASE", ID: "9", Timestamp: 1717430400000, ContentItems: []map[string]any{item}}
+	first := Map(ev, identity.Identity{}, Options{EncodeOnly: true}).JSON
+	for range 50 {
+		if got := Map(ev, identity.Identity{}, Options{EncodeOnly: true}).JSON; !bytes.Equal(got, first) {
+			t.Fatalf("Map differs between runs:\n%s\n%s", first, got)
+		}
+	}
+	if !bytes.Contains(first, []byte(`"a.b":"nested"`)) {
+		t.Errorf("content item: got %s, want the value first in key order (\"a\" < \"a.b\")", first)
 	}
 }

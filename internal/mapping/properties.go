@@ -182,8 +182,13 @@ func sanitize(value any, depth int) any {
 	return value
 }
 
+// flatten copies m into dst with nested objects as "parent.child" keys.
+// Keys are visited in sorted order and the first value for a key wins, so
+// a literal "a.b" and a nested {"a":{"b":…}} give the same result every
+// time.
 func flatten(dst map[string]any, prefix string, m map[string]any, depth int) {
-	for k, v := range m {
+	for _, k := range sortedKeys(m) {
+		v := m[k]
 		if v == nil {
 			continue
 		}
@@ -191,7 +196,9 @@ func flatten(dst map[string]any, prefix string, m map[string]any, depth int) {
 			flatten(dst, prefix+k+".", child, depth+1)
 			continue
 		}
-		dst[prefix+k] = sanitize(v, depth+1)
+		if _, exists := dst[prefix+k]; !exists {
+			dst[prefix+k] = sanitize(v, depth+1)
+		}
 	}
 }
 
