@@ -88,6 +88,17 @@ func TestEndToEndOverLoopback(t *testing.T) {
 	defer srv.Close()
 
 	sent := postFixtures(t, srv.URL)
+	// A user whose only event has no IP address: the profile update must
+	// say "0", or Mixpanel would locate the user at the bridge's address.
+	resp, err := http.Get(srv.URL + "/branch?ev=OPEN&id=7700&ts=1717433000777&uid=user-no-ip&camp=spring")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET webhook: got %d, want 200", resp.StatusCode)
+	}
+	sent++
 	shutdown(t, b)
 
 	events := mp.Events()
@@ -158,12 +169,12 @@ func TestEndToEndOverLoopback(t *testing.T) {
 	}
 	var sawNoIP bool
 	for _, p := range mp.Profiles() {
-		if p["$distinct_id"] == "user-77" && p["$ip"] == "0" {
+		if p["$distinct_id"] == "user-no-ip" && p["$ip"] == "0" {
 			sawNoIP = true
 		}
 	}
 	if !sawNoIP {
-		t.Error(`no profile update with $ip "0" for the purchase without an IP`)
+		t.Error(`no profile update with $ip "0" for the user without an IP address`)
 	}
 }
 
