@@ -34,7 +34,7 @@ import (
 // Errors returned by Accept and Ready.
 var (
 	ErrClosed       = errors.New("delivery: pool is shut down")
-	ErrUnauthorized = errors.New("delivery: Mixpanel rejected the token or secret")
+	ErrUnauthorized = errors.New("delivery: Mixpanel rejected the credentials or redirected the request: check the token, secret, project, residency and proxy")
 )
 
 // Config configures a Pool. Every field must be set: the public package

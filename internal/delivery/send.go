@@ -182,7 +182,11 @@ func (p *Pool) retryDelay(stage string, n int, res mpclient.Result, attempt int,
 	if res.Outcome == mpclient.Unauthorized {
 		p.unauthorized.Store(true)
 		if p.shouldLogAuth() {
-			p.log.Error("mixpanel rejected the credentials; events are kept and retried", fields...)
+			msg := "mixpanel rejected the credentials; events are kept and retried"
+			if res.Status >= 300 && res.Status < 400 {
+				msg = "mixpanel request redirected: check the endpoint and any proxy; events are kept and retried"
+			}
+			p.log.Error(msg, fields...)
 		}
 		p.retries.Add(int64(n))
 		return delay, true
