@@ -200,7 +200,7 @@ type Result struct {
 }
 
 // Import sends events to /import in strict mode with gzip. Each event is
-// one JSON object as mapping.AppendEvent encodes it.
+// one JSON object, as mapping.Map encodes it in Record.JSON.
 //
 // The body is built here, not by mixpanel-go, because its Import encodes
 // property maps by reflection on every attempt. The bridge encodes each
@@ -262,8 +262,8 @@ var (
 	bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 )
 
-// putBuffer returns a body buffer to the pool unless it grew beyond a
-// full batch, so one outsized request does not pin its memory.
+// putBuffer returns a body buffer to the pool unless it grew beyond 4 MiB,
+// so one outsized request does not pin its memory.
 func putBuffer(b *bytes.Buffer) {
 	if b.Cap() <= 4<<20 {
 		bufferPool.Put(b)
