@@ -138,6 +138,11 @@ func run(ctx context.Context, s settings, logger *zap.Logger) error {
 		bridge.Shutdown(grace),
 		adminServer.Shutdown(grace),
 	)
+	if n := bridge.Stats().DeadLetters; n > 0 && cfg.SpoolDir == "" {
+		// Without a spool directory the dead letters live in memory and
+		// end with the process, so the exit must not look clean.
+		shutdownErr = errors.Join(shutdownErr, fmt.Errorf("%d dead letters were kept in memory and are lost; set BRANCHMP_SPOOL_DIR to keep them on disk", n))
+	}
 	if shutdownErr != nil {
 		logger.Error("sidecar stopped with errors", zap.Error(shutdownErr))
 	} else {

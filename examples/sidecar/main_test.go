@@ -269,6 +269,48 @@ func TestSidecarProcess(t *testing.T) {
 	}
 }
 
+// TestSidecarExitReportsLostDeadLetters stops a sidecar without a spool
+// directory that holds a dead letter: the exit must fail and say so.
+func TestSidecarExitReportsLostDeadLetters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the sidecar binary")
+	}
+	mp, err := mptest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mp.Close()
+	mp.SetFault(func(string) *mptest.Response {
+		return &mptest.Response{Status: 400, Body: "not json"} // rejected: dead-lettered at once
+	})
+
+	sc := startSidecar(t, buildSidecar(t),
+		"MIXPANEL_TOKEN=lost-token",
+		"MIXPANEL_API_URL="+mp.URL,
+		"BRANCHMP_LISTEN=127.0.0.1:0",
+		"BRANCHMP_ADMIN_LISTEN=127.0.0.1:0",
+		"BRANCHMP_FLUSH_INTERVAL=50ms",
+	)
+	if code, body := get(t, sc.webhook+"/branch?ev=OPEN&id=77&ts=1717433000777"); code != 200 {
+		t.Fatalf("webhook: got %d %s, want 200", code, body)
+	}
+	waitUntil(t, "dead letter", func() bool {
+		_, body := get(t, sc.admin+"/deadletters")
+		return strings.Contains(body, `"Stage":"import"`) || strings.Contains(body, `"stage":"import"`)
+	})
+
+	if err := sc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-sc.exited
+	if err := sc.cmd.Wait(); err == nil {
+		t.Errorf("exit after SIGTERM with a dead letter in memory: got success, want an error\n%s", sc.logText())
+	}
+	if logs := sc.logText(); !strings.Contains(logs, "dead letters were kept in memory and are lost") {
+		t.Errorf("no line about the lost dead letters:\n%s", logs)
+	}
+}
+
 func TestSidecarRejectsBadSettings(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the sidecar binary")
