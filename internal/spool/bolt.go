@@ -205,13 +205,18 @@ func (b *Bolt) init() error {
 // Append implements Spool.
 func (b *Bolt) Append(e *Entry) error {
 	now := b.opts.Now()
-	if b.isDuplicate(e.Key, now) {
-		return ErrDuplicate
-	}
 	value := encodeEntry(e)
 	if b.bytes.Load()+int64(len(value)) > b.opts.MaxBytes {
+		// A redelivery of an entry already stored still gets
+		// ErrDuplicate, so its sender sees success.
+		if b.isDuplicate(e.Key, now) {
+			return ErrDuplicate
+		}
 		return ErrFull
 	}
+	// Duplicates are found inside the write batch below. A read
+	// transaction before it would cost every webhook to spare the few
+	// redeliveries a place in a batch.
 
 	var duplicate bool
 	var cachedSeq uint64 // the Seq under which e.Value was kept, or 0

@@ -151,6 +151,11 @@ func TestAppendFull(t *testing.T) {
 		if n < 3 || n > 10 {
 			t.Errorf("full after %d appends, want about 5", n)
 		}
+		// A redelivery while full is still recognised, so its sender
+		// gets success rather than a refusal.
+		if err := sp.Append(entry("a")); !errors.Is(err, ErrDuplicate) {
+			t.Errorf("redelivery while full: got %v, want ErrDuplicate", err)
+		}
 		first, _ := sp.Load(0, 1)
 		sp.Done(first[0].Seq)
 		if err := sp.Append(entry("zz")); err != nil {
