@@ -291,6 +291,10 @@ func TestScanRecords(t *testing.T) {
 		{name: "records", give: `[{"event":"a","properties":{"time":1,"$insert_id":"x1","nested":{"$insert_id":"no"}}},{"properties":{"$insert_id":"x2"},"event":"b"}]`, want: []any{"x1", "x2"}},
 		{name: "missing and non-string ids", give: `[{"event":"a","properties":{}},{"properties":{"$insert_id":7}},{"properties":null},42]`, want: []any{nil, nil, nil, nil}},
 		{name: "engage updates", give: `[{"$token":"t","$distinct_id":"u","$set":{"a":1}}]`, want: []any{nil}},
+		{name: "bridge shape", give: `[{"event":"a","properties":{"time":1,"$insert_id":"x1","s":"q\"$insert_id\":\"no"}},{"event":"b","properties":{"$insert_id":"x2"}}]`, want: []any{"x1", "x2"}},
+		{name: "bridge shape, id nested in a list", give: `[{"event":"a","properties":{"$insert_id":"x1","items":[{"$insert_id":"in"}]}}]`, want: []any{"x1"}},
+		{name: "bridge shape, escaped id", give: `[{"event":"a","properties":{"$insert_id":"x\u0031"}}]`, want: []any{"x1"}},
+		{name: "bridge shape, truncated", give: `[{"event":"a","properties":{"$insert_id":"x1"}`, wantErr: true},
 		{name: "empty array", give: `[]`, want: nil},
 		{name: "object", give: `{"properties":{"$insert_id":"x"}}`, wantErr: true},
 		{name: "truncated", give: `[{"properties":{"$insert_id":"x"}`, wantErr: true},
@@ -299,6 +303,12 @@ func TestScanRecords(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if fast, ok := searchRecords([]byte(tt.give)); ok {
+				slow, err := tokenRecords([]byte(tt.give))
+				if err != nil || !reflect.DeepEqual(fast, slow) {
+					t.Errorf("searchRecords %v, tokenRecords %v (error %v): want the same", fast, slow, err)
+				}
+			}
 			records, err := scanRecords([]byte(tt.give))
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("scanRecords: got error %v, want error %v", err, tt.wantErr)
