@@ -124,14 +124,13 @@ func fromOntology(top map[string]any, name string) *Event {
 		}
 		if !formerUserKeys[k] {
 			*field(&ev.User) = strings.TrimSpace(stringOf(v))
+			delete(user, k) // deleting while ranging over a map is safe
 		}
 	}
 	// A former key fills its field only when the current key left it empty,
 	// so a body that carries both decodes the same way every time.
 	for k := range formerUserKeys {
 		setIfEmpty(ontologyUserKeys[k](&ev.User), strings.TrimSpace(stringOf(user[k])))
-	}
-	for k := range ontologyUserKeys {
 		delete(user, k)
 	}
 	ev.User.Extra = nilIfEmpty(user)

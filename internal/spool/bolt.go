@@ -412,9 +412,11 @@ func (b *Bolt) doneChunk(seqs []uint64) error {
 // DeadLetter implements Spool. When more than MaxDeadLetters or
 // MaxDeadBytes are kept, the oldest are deleted.
 func (b *Bolt) DeadLetter(dls ...DeadLetter) error {
+	seqs := make([]uint64, len(dls))
 	for i := range dls {
-		b.values.drop([]uint64{dls[i].Entry.Seq})
+		seqs[i] = dls[i].Entry.Seq
 	}
+	b.values.drop(seqs)
 	var bytes, count, deadDelta, deadBytesDelta int64
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		bytes, count, deadDelta, deadBytesDelta = 0, 0, 0, 0
