@@ -22,7 +22,7 @@ func TestFreezeThaw(t *testing.T) {
 		TimeMissing:       true,
 		DroppedProperties: 2,
 	}
-	event := mapping.AppendEvent(nil, rec.Event)
+	event := mustMarshal(t, rec.Event)
 
 	tests := []struct {
 		name   string

@@ -35,25 +35,6 @@ func BenchmarkMap(b *testing.B) {
 	}
 }
 
-// BenchmarkAppendEvent encodes each fixture's mapped event.
-func BenchmarkAppendEvent(b *testing.B) {
-	opts := Options{ReceivedAt: time.Unix(1717430400, 0)}
-	for _, f := range fixtures.Bodies() {
-		ev, err := branch.Decode(f.Data)
-		if err != nil {
-			b.Fatal(err)
-		}
-		rec := Map(ev, identity.Identity{UserID: ev.User.DeveloperIdentity}, opts)
-		b.Run(f.Name, func(b *testing.B) {
-			b.ReportAllocs()
-			buf := make([]byte, 0, 4096)
-			for b.Loop() {
-				buf = AppendEvent(buf[:0], rec.Event)
-			}
-		})
-	}
-}
-
 // BenchmarkDecodeMapEncode is the work per event from webhook body to the
 // JSON that /import receives: decode, then map with the encoding.
 func BenchmarkDecodeMapEncode(b *testing.B) {

@@ -7,28 +7,6 @@ import (
 	"unicode/utf8"
 )
 
-// AppendEvent appends e's JSON encoding to dst and returns the result. The
-// bytes are those json.Marshal returns for e: keys sorted, HTML characters
-// and invalid UTF-8 escaped the same way.
-//
-// It needs no reflection for the value types that Map produces, which
-// makes it several times faster than json.Marshal. A value of another type
-// is encoded by json.Marshal, and one that json.Marshal rejects becomes
-// null.
-//
-// The sender joins these encodings into an /import body, and the batcher
-// counts their lengths against the request's byte limit.
-func AppendEvent(dst []byte, e Event) []byte {
-	dst = append(dst, `{"event":`...)
-	dst = appendString(dst, e.Name)
-	dst = append(dst, `,"properties":`...)
-	if e.Properties == nil {
-		return append(dst, "null}"...)
-	}
-	dst = appendObject(dst, e.Properties)
-	return append(dst, '}')
-}
-
 func appendObject(dst []byte, m map[string]any) []byte {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -47,8 +25,11 @@ func appendObject(dst []byte, m map[string]any) []byte {
 	return append(dst, '}')
 }
 
-// AppendJSON appends v's JSON encoding to dst, with the same bytes and
-// fallbacks as AppendEvent.
+// AppendJSON appends v's JSON encoding to dst: the bytes json.Marshal
+// returns, with object keys sorted and HTML characters and invalid UTF-8
+// escaped the same way. It needs no reflection for the value types that Map
+// produces. A value of another type is encoded by json.Marshal, and one
+// that json.Marshal rejects becomes null.
 func AppendJSON(dst []byte, v any) []byte {
 	switch x := v.(type) {
 	case nil:

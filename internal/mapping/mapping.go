@@ -31,7 +31,7 @@ type Record struct {
 	Event Event
 
 	// JSON is Event encoded for /import, with the properties in the order
-	// Map set them. It equals AppendEvent's encoding but for that order,
+	// Map set them. It equals json.Marshal's encoding but for that order,
 	// and is not stored with the record.
 	JSON []byte `json:"-"`
 

@@ -28,8 +28,8 @@ func batchOf2000(b *testing.B) [][]byte {
 		}
 		ev.ID = ""
 		ev.Timestamp = 1717430400000 + int64(i)
-		rec := mapping.Map(ev, identity.Identity{UserID: ev.User.DeveloperIdentity}, mapping.Options{ReceivedAt: time.Unix(1717430400, 0)})
-		events[i] = mapping.AppendEvent(nil, rec.Event)
+		rec := mapping.Map(ev, identity.Identity{UserID: ev.User.DeveloperIdentity}, mapping.Options{ReceivedAt: time.Unix(1717430400, 0), EncodeOnly: true})
+		events[i] = rec.JSON
 	}
 	return events
 }

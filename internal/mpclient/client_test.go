@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/branchmp/branchmp/internal/mapping"
 )
 
 func TestMain(m *testing.M) {
@@ -64,7 +62,7 @@ func TestImportClassification(t *testing.T) {
 			defer srv.Close()
 
 			c := New(Config{Token: "tok", BaseURL: srv.URL, HTTPClient: srv.Client()})
-			res := c.Import(context.Background(), [][]byte{mapping.AppendEvent(nil, mapping.Event{Name: "e", Properties: map[string]any{"time": 1}})})
+			res := c.Import(context.Background(), [][]byte{[]byte(`{"event":"e","properties":{"time":1}}`)})
 
 			if res.Outcome != tt.wantOutcome {
 				t.Errorf("outcome: got %v, want %v (err %v)", res.Outcome, tt.wantOutcome, res.Err)
@@ -94,7 +92,7 @@ func TestImportNetworkErrorIsTransient(t *testing.T) {
 	srv.Close()
 
 	c := New(Config{Token: "tok", BaseURL: url})
-	res := c.Import(context.Background(), [][]byte{mapping.AppendEvent(nil, mapping.Event{Name: "e", Properties: map[string]any{}})})
+	res := c.Import(context.Background(), [][]byte{[]byte(`{"event":"e","properties":{}}`)})
 	if res.Outcome != Transient || res.Status != 0 || res.Err == nil {
 		t.Errorf("got outcome %v status %d err %v, want transient, 0 and an error", res.Outcome, res.Status, res.Err)
 	}
@@ -164,8 +162,8 @@ func TestNewKeepsCallerClient(t *testing.T) {
 
 func TestImportRequest(t *testing.T) {
 	events := [][]byte{
-		mapping.AppendEvent(nil, mapping.Event{Name: "a", Properties: map[string]any{"time": int64(1), "$insert_id": "x1"}}),
-		mapping.AppendEvent(nil, mapping.Event{Name: "b<&>", Properties: map[string]any{"time": int64(2), "list": []any{"é"}}}),
+		[]byte(`{"event":"a","properties":{"time":1,"$insert_id":"x1"}}`),
+		[]byte(`{"event":"b\u003c\u0026\u003e","properties":{"time":2,"list":["é"]}}`),
 	}
 	tests := []struct {
 		name        string
@@ -252,7 +250,7 @@ func TestRedirectNotFollowed(t *testing.T) {
 	defer srv.Close()
 
 	c := New(Config{Token: "tok", BaseURL: srv.URL, HTTPClient: srv.Client()})
-	event := [][]byte{mapping.AppendEvent(nil, mapping.Event{Name: "e", Properties: map[string]any{"time": 1}})}
+	event := [][]byte{[]byte(`{"event":"e","properties":{"time":1}}`)}
 	if res := c.Import(context.Background(), event); res.Outcome != Unauthorized || res.Status != http.StatusFound {
 		t.Errorf("Import: got %v with status %d, want unauthorized with 302", res.Outcome, res.Status)
 	}
