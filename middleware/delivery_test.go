@@ -89,7 +89,8 @@ func TestEndToEndOverLoopback(t *testing.T) {
 
 	sent := postFixtures(t, srv.URL)
 	// A user whose only event has no IP address: the profile update must
-	// say "0", or Mixpanel would locate the user at the bridge's address.
+	// carry $ip "0", or Mixpanel would locate the user at the bridge's
+	// address.
 	resp, err := http.Get(srv.URL + "/branch?ev=OPEN&id=7700&ts=1717433000777&uid=user-no-ip&camp=spring")
 	if err != nil {
 		t.Fatal(err)

@@ -270,7 +270,8 @@ func TestSidecarProcess(t *testing.T) {
 }
 
 // TestSidecarExitReportsLostDeadLetters stops a sidecar without a spool
-// directory that holds a dead letter: the exit must fail and say so.
+// directory while it keeps a dead letter: the exit must fail and log the
+// loss.
 func TestSidecarExitReportsLostDeadLetters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the sidecar binary")

@@ -208,7 +208,7 @@ func (b *Bolt) Append(e *Entry) error {
 	value := encodeEntry(e)
 	if b.bytes.Load()+int64(len(value)) > b.opts.MaxBytes {
 		// A redelivery of an entry already stored still gets
-		// ErrDuplicate, so its sender sees success.
+		// ErrDuplicate, so the webhook gets 200 rather than 503.
 		if b.isDuplicate(e.Key, now) {
 			return ErrDuplicate
 		}
