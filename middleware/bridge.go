@@ -63,7 +63,7 @@ func New(cfg Config) (*Bridge, error) {
 	maps.Copy(params, cfg.QueryParams)
 
 	log := cfg.Logger.Named("branchmp")
-	sp, err := openSpool(cfg)
+	sp, err := openSpool(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +144,7 @@ func newClient(cfg Config) *mpclient.Client {
 // of ten full queues, and at least 100,000.
 const dedupKeysPerEvent = 10
 
-func openSpool(cfg Config) (spool.Spool, error) {
+func openSpool(cfg Config, log *zap.Logger) (spool.Spool, error) {
 	window := max(cfg.DedupWindow, 0)
 	if cfg.SpoolDir == "" {
 		return spool.NewMemory(spool.MemoryOptions{
@@ -164,6 +164,7 @@ func openSpool(cfg Config) (spool.Spool, error) {
 		// Decoded events waiting to be loaded, so the workers need not
 		// decode them again. Under a backlog it fills and they do.
 		MaxValueBytes: boltValueBytes,
+		Logger:        log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("branchmp: SpoolDir: %w", err)

@@ -85,9 +85,10 @@ type Config struct {
 	QueueMaxBytes int64
 
 	// SpoolDir makes the bridge durable: every accepted event is written
-	// to a bbolt file in this directory before the webhook gets 200, and
-	// stays there until Mixpanel confirmed it, across crashes and
-	// restarts. Empty means an in-memory spool that a crash loses.
+	// to a log file in this directory and flushed to disk before the
+	// webhook gets 200, and stays in the directory (the log, then a bbolt
+	// file) until Mixpanel confirmed it, across crashes and restarts.
+	// Empty means an in-memory spool that a crash loses.
 	SpoolDir string
 
 	// SpoolMaxBytes bounds the pending events in SpoolDir, at least 1 MiB;

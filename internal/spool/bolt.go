@@ -8,11 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+
+	"github.com/branchmp/branchmp/internal/logfield"
 )
 
 // Bucket names.
@@ -21,13 +25,36 @@ var (
 	bucketDedup     = []byte("dedup")      // Key -> time appended
 	bucketDedupTime = []byte("dedup_time") // time appended + Key -> nothing, for expiry
 	bucketDead      = []byte("dead")       // Seq -> DeadLetter as JSON
+	bucketLog       = []byte("log")        // keyCheckpoint -> highest Seq moved from the log
 )
 
-// FileName is the name of a Bolt spool's file in its directory.
+// keyCheckpoint holds the highest Seq that a checkpoint moved from the log
+// files into the bbolt file. Log records up to it are there already.
+var keyCheckpoint = []byte("checkpoint")
+
+// FileName is the name of a Bolt spool's bbolt file in its directory. Log
+// files sit beside it.
 const FileName = "spool.db"
 
-// commitDelay is the longest a write waits for others to share its commit.
-const commitDelay = time.Millisecond
+const (
+	// maxGroup and maxGroupBytes bound the Appends that share one log
+	// write.
+	maxGroup      = 1024
+	maxGroupBytes = 4 << 20
+
+	// Each checkpointInterval, a checkpoint moves the entries logged
+	// before the previous one. Most entries are delivered sooner, and
+	// Done and DeadLetter move the entries they remove no further than
+	// the dedup index, so those are never written as pending entries.
+	checkpointInterval = time.Second
+
+	// checkpointBytes of logged entries start a checkpoint of all of them
+	// before the next tick, and maxBufferBytes of them hold back further
+	// Appends until a checkpoint has moved them, so memory stays bounded
+	// when the bbolt file is slow.
+	checkpointBytes = 16 << 20
+	maxBufferBytes  = 64 << 20
+)
 
 // BoltOptions configure a Bolt spool.
 type BoltOptions struct {
@@ -42,15 +69,24 @@ type BoltOptions struct {
 	// byte. Load hands a kept event to the delivery side, which then does
 	// not decode the payload again. 0 keeps none.
 	MaxValueBytes int64
+
+	// Logger gets the spool's start, recovery and background errors. nil
+	// logs nothing.
+	Logger *zap.Logger
 }
 
-// Bolt is a Spool in a bbolt file. Every change is committed with fsync
-// before the call returns, so an entry that Append accepted survives a
-// crash. Concurrent Appends share one commit (bbolt's Batch), which keeps
-// the cost of fsync per webhook low under load.
+// Bolt is a Spool kept in a directory: a log of accepted entries and a
+// bbolt file. Append returns once the entry is in the log and on disk, so
+// an entry that Append accepted survives a crash. Concurrent Appends share
+// one log write and fdatasync. A background checkpoint moves logged
+// entries into the bbolt file, which holds everything else: pending
+// entries, the dedup index and the dead letters. Opening a spool first
+// moves what its log holds beyond the last checkpoint.
 type Bolt struct {
 	db   *bolt.DB
+	dir  string
 	opts BoltOptions
+	log  *zap.Logger
 
 	bytes     atomic.Int64
 	pending   atomic.Int64
@@ -59,10 +95,72 @@ type Bolt struct {
 
 	values valueCache
 
-	stopOnce sync.Once
-	stop     chan struct{}
-	done     chan struct{}
+	// Appends go to the writer goroutine through appends. closeMu guards
+	// sending on it against Close.
+	appends    chan *appendRequest
+	closeMu    sync.RWMutex
+	closed     bool
+	writerDone chan struct{}
+
+	// The log files and Seq, guarded by logMu. The writer holds it from
+	// assigning Seqs to publishing the entries in buffer.
+	logMu     sync.Mutex
+	current   *logFile   // where the next records go; nil until needed
+	retired   []*logFile // written before current, in order
+	clean     []*logFile // all records checkpointed, ready for reuse
+	logNumber int        // number of the last log file created
+	logClosed bool
+	seq       uint64 // last Seq assigned
+	writeBuf  []byte
+
+	// Entries in the log but not yet in the bbolt file, in Seq order, and
+	// their keys, guarded by mu. drained is signalled when a checkpoint
+	// removes entries from buffer.
+	mu          sync.Mutex
+	buffer      []buffered
+	bufferBytes int64
+	recent      map[string]int64 // Key -> time appended, in UnixNano
+	drained     *sync.Cond
+	cpErr       error // the last checkpoint's error, nil once one succeeds
+
+	// viewMu makes a read of the bbolt file and of buffer one view: Load
+	// and the dedup check hold it for reading, and a checkpoint holds it
+	// for writing while it removes what it moved from buffer.
+	viewMu sync.RWMutex
+
+	// cpMu orders checkpoints and every other bbolt write that may touch
+	// a logged entry. checkpointed is the highest Seq moved, and mark the
+	// last Seq logged at the previous tick; both are guarded by cpMu.
+	cpMu         sync.Mutex
+	checkpointed uint64
+	mark         uint64
+
+	checkpointSoon chan struct{}
+	stopOnce       sync.Once
+	stop           chan struct{}
+	done           chan struct{}
 }
+
+// buffered is an entry that is in the log but not yet in the bbolt file.
+type buffered struct {
+	seq   uint64
+	key   string
+	at    int64  // time appended, UnixNano
+	value []byte // encoded entry
+}
+
+// appendRequest is an Append waiting for the writer.
+type appendRequest struct {
+	entry *Entry
+	value []byte // encoded entry
+	now   time.Time
+	err   error
+	done  chan error
+}
+
+var appendRequests = sync.Pool{New: func() any {
+	return &appendRequest{done: make(chan error, 1)}
+}}
 
 // valueCache keeps the Values of entries that this process appended, keyed
 // by Seq, until Load hands them out.
@@ -140,6 +238,10 @@ func OpenBolt(dir string, opts BoltOptions) (*Bolt, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: create directory: %w", err)
 	}
@@ -158,34 +260,53 @@ func OpenBolt(dir string, opts BoltOptions) (*Bolt, error) {
 		// The error from bbolt names the path already.
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	// bbolt waits this long for more writes to join a commit. Its default
-	// of 10ms would be most of an acknowledgement's latency, while one
-	// commit takes two fsyncs (about 0.3ms each on an ext4 virtual disk
-	// here). Under load, writes that arrive during a commit join the next
-	// one anyway.
-	db.MaxBatchDelay = commitDelay
-	b := &Bolt{db: db, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	b := &Bolt{
+		db: db, dir: dir, opts: opts, log: logger,
+		appends:        make(chan *appendRequest, maxGroup),
+		writerDone:     make(chan struct{}),
+		recent:         make(map[string]int64),
+		checkpointSoon: make(chan struct{}, 1),
+		stop:           make(chan struct{}),
+		done:           make(chan struct{}),
+	}
+	b.drained = sync.NewCond(&b.mu)
 	b.values.max = opts.MaxValueBytes
 	if err := b.init(); err != nil {
 		db.Close()
 		return nil, err
 	}
-	go b.expireLoop()
+	go b.writeLoop()
+	go b.maintain()
+	st := b.Stats()
+	logger.Info("spool opened", zap.String("dir", dir),
+		zap.Int(logfield.Pending, st.Pending), zap.Int(logfield.DeadLetters, st.DeadLetters))
 	return b, nil
 }
 
-// init creates the buckets and counts what an earlier run left.
+// init creates the buckets, moves into the bbolt file what the log files
+// hold beyond the last checkpoint, deletes the log files, and counts what
+// an earlier run left.
 func (b *Bolt) init() error {
-	return b.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketPending, bucketDedup, bucketDedupTime, bucketDead} {
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketPending, bucketDedup, bucketDedupTime, bucketDead, bucketLog} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("spool: create bucket %s: %w", name, err)
 			}
 		}
-		var bytes, pending int64
-		tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := b.recover(); err != nil {
+		return err
+	}
+	return b.db.View(func(tx *bolt.Tx) error {
+		pending := tx.Bucket(bucketPending)
+		var bytes, count int64
+		pending.ForEach(func(k, v []byte) error {
 			bytes += int64(len(v))
-			pending++
+			count++
 			return nil
 		})
 		var deadBytes, dead int64
@@ -195,121 +316,526 @@ func (b *Bolt) init() error {
 			return nil
 		})
 		b.bytes.Store(bytes)
-		b.pending.Store(pending)
+		b.pending.Store(count)
 		b.dead.Store(dead)
 		b.deadBytes.Store(deadBytes)
+
+		// Seqs continue above every Seq the spool has stored.
+		b.checkpointed = checkpointSeq(tx)
+		b.seq = max(pending.Sequence(), b.checkpointed)
+		if k, _ := pending.Cursor().Last(); k != nil {
+			b.seq = max(b.seq, binary.BigEndian.Uint64(k))
+		}
 		return nil
 	})
+}
+
+func checkpointSeq(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketLog).Get(keyCheckpoint); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// recover moves the log records above the checkpoint into the bbolt file,
+// then deletes the log files. Their entries were accepted, so an error
+// here fails the open rather than losing them.
+func (b *Bolt) recover() error {
+	entries, err := os.ReadDir(b.dir)
+	if err != nil {
+		return fmt.Errorf("spool: read directory: %w", err)
+	}
+	var paths []string
+	for _, de := range entries {
+		if n, ok := logNumber(de.Name()); ok && de.Type().IsRegular() {
+			paths = append(paths, filepath.Join(b.dir, de.Name()))
+			b.logNumber = max(b.logNumber, n)
+		}
+	}
+	if len(paths) == 0 {
+		return nil
+	}
+	var after uint64
+	b.db.View(func(tx *bolt.Tx) error {
+		after = checkpointSeq(tx)
+		return nil
+	})
+	var records []logRecord
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("spool: read log: %w", err)
+		}
+		records = append(records, readLog(data, after)...)
+	}
+	slices.SortFunc(records, func(x, y logRecord) int {
+		switch {
+		case x.seq < y.seq:
+			return -1
+		case x.seq > y.seq:
+			return 1
+		}
+		return 0
+	})
+	if len(records) > 0 {
+		err := b.db.Update(func(tx *bolt.Tx) error {
+			var moved []buffered
+			for _, r := range records {
+				e, err := decodeEntry(r.value, false)
+				if err != nil {
+					// The checksum matched, so the record is as written.
+					return fmt.Errorf("spool: log record %d: %w", r.seq, err)
+				}
+				moved = append(moved, buffered{seq: r.seq, key: e.Key, at: e.Received.UnixNano(), value: r.value})
+			}
+			_, _, err := b.checkpointTx(tx, moved, nil)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("spool: move log records into %s: %w", FileName, err)
+		}
+		b.log.Info("spool recovered entries from its log", zap.Int(logfield.Count, len(records)))
+	}
+	for _, path := range paths {
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("spool: delete log: %w", err)
+		}
+	}
+	if err := syncDir(b.dir); err != nil {
+		return fmt.Errorf("spool: sync directory: %w", err)
+	}
+	return nil
+}
+
+// checkpointTx writes moved, in Seq order, into the bbolt file as pending
+// entries, except those whose Seq is in skip, which are being removed:
+// only their keys go into the dedup index. It returns the bytes and count
+// of the skipped entries.
+func (b *Bolt) checkpointTx(tx *bolt.Tx, moved []buffered, skip map[uint64]bool) (skippedBytes, skipped int64, err error) {
+	if len(moved) == 0 {
+		return 0, 0, nil
+	}
+	pending := tx.Bucket(bucketPending)
+	for _, m := range moved {
+		if skip[m.seq] {
+			skippedBytes += int64(len(m.value))
+			skipped++
+		} else if err := pending.Put(seqKey(m.seq), m.value); err != nil {
+			return 0, 0, err
+		}
+		if b.opts.DedupWindow > 0 && m.key != "" {
+			if err := putDedup(tx, m.key, time.Unix(0, m.at)); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
+	last := moved[len(moved)-1].seq
+	if last > pending.Sequence() {
+		if err := pending.SetSequence(last); err != nil {
+			return 0, 0, err
+		}
+	}
+	return skippedBytes, skipped, tx.Bucket(bucketLog).Put(keyCheckpoint, seqKey(last))
 }
 
 // Append implements Spool.
 func (b *Bolt) Append(e *Entry) error {
-	now := b.opts.Now()
-	value := encodeEntry(e)
-	if b.bytes.Load()+int64(len(value)) > b.opts.MaxBytes {
-		// A redelivery of an entry already stored still gets
-		// ErrDuplicate, so the webhook gets 200 rather than 503.
-		if b.isDuplicate(e.Key, now) {
-			return ErrDuplicate
-		}
-		return ErrFull
+	r := appendRequests.Get().(*appendRequest)
+	r.entry, r.value, r.now, r.err = e, encodeEntry(e), b.opts.Now(), nil
+	b.closeMu.RLock()
+	if b.closed {
+		b.closeMu.RUnlock()
+		r.entry, r.value = nil, nil
+		appendRequests.Put(r)
+		return ErrClosed
 	}
-	// Duplicates are found inside the write batch below. A read
-	// transaction before it would cost every webhook to spare the few
-	// redeliveries a place in a batch.
+	b.appends <- r
+	b.closeMu.RUnlock()
+	err := <-r.done
+	r.entry, r.value = nil, nil
+	appendRequests.Put(r)
+	return err
+}
 
-	var duplicate bool
-	var cachedSeq uint64 // the Seq under which e.Value was kept, or 0
-	err := b.db.Batch(func(tx *bolt.Tx) error {
-		// Batch may run this function again, so it sets every result.
-		duplicate = false
-		if cachedSeq != 0 {
-			b.values.take(cachedSeq)
-			cachedSeq = 0
-		}
-		dedup := tx.Bucket(bucketDedup)
-		if b.opts.DedupWindow > 0 && e.Key != "" {
-			if v := dedup.Get([]byte(e.Key)); v != nil && now.Sub(decodeTime(v)) < b.opts.DedupWindow {
-				duplicate = true
-				return nil
+// writeLoop is the writer goroutine: it takes the Appends waiting, writes
+// them to the log in one write, and answers them. Appends that arrive
+// during a write wait for the next, so the group grows with the load and
+// a lone Append waits for no other.
+func (b *Bolt) writeLoop() {
+	defer close(b.writerDone)
+	var group []*appendRequest
+	for r := range b.appends {
+		group = append(group[:0], r)
+		size := len(r.value)
+	gather:
+		for len(group) < maxGroup && size < maxGroupBytes {
+			select {
+			case r, ok := <-b.appends:
+				if !ok {
+					break gather
+				}
+				group = append(group, r)
+				size += len(r.value)
+			default:
+				break gather
 			}
 		}
-		pending := tx.Bucket(bucketPending)
-		seq, err := pending.NextSequence()
-		if err != nil {
-			return err
+		if err := b.waitForCheckpoint(); err != nil {
+			for _, r := range group {
+				r.err = b.writeError("append", err)
+			}
+		} else {
+			b.commitGroup(group)
 		}
-		e.Seq = seq
-		if err := pending.Put(seqKey(seq), value); err != nil {
-			return err
+		for _, r := range group {
+			r.done <- r.err
 		}
-		// Kept before the commit: once it is visible, the feeder may load
-		// the entry at once.
-		if b.values.put(seq, e.Value, len(e.Payload)) {
-			cachedSeq = seq
-		}
-		if b.opts.DedupWindow > 0 && e.Key != "" {
-			return putDedup(tx, e.Key, now)
-		}
-		return nil
-	})
-	if err != nil || duplicate {
-		if cachedSeq != 0 {
-			b.values.take(cachedSeq)
-		}
+		clear(group)
 	}
-	if err != nil {
-		return b.writeError("append", err)
+}
+
+// waitForCheckpoint holds the writer while more than maxBufferBytes of
+// logged entries wait for a checkpoint. It returns the checkpoint's error
+// when one fails meanwhile.
+func (b *Bolt) waitForCheckpoint() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.bufferBytes > maxBufferBytes {
+		if b.cpErr != nil {
+			return b.cpErr
+		}
+		select {
+		case b.checkpointSoon <- struct{}{}:
+		default:
+		}
+		b.drained.Wait()
 	}
-	if duplicate {
-		return ErrDuplicate
-	}
-	b.bytes.Add(int64(len(value)))
-	b.pending.Add(1)
 	return nil
 }
 
-// isDuplicate checks the dedup index in a read transaction, which needs no
-// fsync, so duplicates never join a write batch.
-func (b *Bolt) isDuplicate(key string, now time.Time) bool {
-	if b.opts.DedupWindow <= 0 || key == "" {
-		return false
+// commitGroup rejects the duplicates in group and what does not fit,
+// writes the rest to the log, and makes them visible to Load. It sets
+// each request's err.
+func (b *Bolt) commitGroup(group []*appendRequest) {
+	b.logMu.Lock()
+	defer b.logMu.Unlock()
+	if err := b.reject(group); err != nil {
+		for _, r := range group {
+			r.err = err
+		}
+		return
 	}
-	var dup bool
-	b.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketDedup).Get([]byte(key))
-		dup = v != nil && now.Sub(decodeTime(v)) < b.opts.DedupWindow
-		return nil
-	})
-	return dup
+	buf := b.writeBuf[:0]
+	for _, r := range group {
+		if r.err == nil {
+			b.seq++
+			r.entry.Seq = b.seq
+			buf = appendLogRecord(buf, b.seq, r.value)
+		}
+	}
+	if len(buf) == 0 {
+		return
+	}
+	err := b.writeLog(buf, b.seq)
+	if cap(buf) <= maxGroupBytes {
+		b.writeBuf = buf
+	}
+	if err != nil {
+		err = b.writeError("append", err)
+		for _, r := range group {
+			if r.err == nil {
+				r.err = err
+			}
+		}
+		return
+	}
+
+	var added, count int64
+	for _, r := range group {
+		if r.err == nil {
+			// Kept before the entry is visible: the feeder may load it
+			// at once.
+			b.values.put(r.entry.Seq, r.entry.Value, len(r.entry.Payload))
+			added += int64(len(r.value))
+			count++
+		}
+	}
+	b.mu.Lock()
+	for _, r := range group {
+		if r.err == nil {
+			at := r.now.UnixNano()
+			b.buffer = append(b.buffer, buffered{seq: r.entry.Seq, key: r.entry.Key, at: at, value: r.value})
+			if r.entry.Key != "" && b.opts.DedupWindow > 0 {
+				b.recent[r.entry.Key] = at
+			}
+		}
+	}
+	b.bufferBytes += added
+	soon := b.bufferBytes >= checkpointBytes
+	b.mu.Unlock()
+	b.bytes.Add(added)
+	b.pending.Add(count)
+	if soon {
+		select {
+		case b.checkpointSoon <- struct{}{}:
+		default:
+		}
+	}
 }
 
-func putDedup(tx *bolt.Tx, key string, now time.Time) error {
-	if err := tx.Bucket(bucketDedup).Put([]byte(key), encodeTime(now)); err != nil {
+// reject sets ErrDuplicate on the requests in group whose key was appended
+// within the dedup window (found in the bbolt file, the log or earlier in
+// group), and ErrFull on those beyond MaxBytes. A duplicate gets
+// ErrDuplicate even when the spool is full, so a redelivery gets 200
+// rather than 503.
+func (b *Bolt) reject(group []*appendRequest) error {
+	window := b.opts.DedupWindow
+	var tx *bolt.Tx
+	if window > 0 {
+		b.viewMu.RLock()
+		defer b.viewMu.RUnlock()
+		var err error
+		if tx, err = b.db.Begin(false); err != nil {
+			return b.writeError("append", err)
+		}
+		defer tx.Rollback()
+	}
+	var accepted map[string]bool // keys accepted earlier in group
+	var added int64
+	for _, r := range group {
+		key := r.entry.Key
+		if tx != nil && key != "" && (accepted[key] || b.seen(tx, key, r.now)) {
+			r.err = ErrDuplicate
+			continue
+		}
+		if b.bytes.Load()+added+int64(len(r.value)) > b.opts.MaxBytes {
+			r.err = ErrFull
+			continue
+		}
+		added += int64(len(r.value))
+		if tx != nil && key != "" && len(group) > 1 {
+			if accepted == nil {
+				accepted = make(map[string]bool, len(group))
+			}
+			accepted[key] = true
+		}
+	}
+	return nil
+}
+
+// seen reports whether key was appended within the dedup window before
+// now. The caller holds viewMu for reading.
+func (b *Bolt) seen(tx *bolt.Tx, key string, now time.Time) bool {
+	window := b.opts.DedupWindow
+	b.mu.Lock()
+	at, ok := b.recent[key]
+	b.mu.Unlock()
+	if ok && now.Sub(time.Unix(0, at)) < window {
+		return true
+	}
+	v := tx.Bucket(bucketDedup).Get([]byte(key))
+	return v != nil && now.Sub(decodeTime(v)) < window
+}
+
+// writeLog writes buf to the current log file, starting another first
+// when there is none, the current one is full, or the last write to it
+// failed. The caller holds logMu.
+func (b *Bolt) writeLog(buf []byte, last uint64) error {
+	if b.current != nil && (b.current.failed || b.current.off+int64(len(buf)) > logPrealloc && b.current.off > 0) {
+		b.retired = append(b.retired, b.current)
+		b.current = nil
+	}
+	if b.current == nil {
+		lf, err := b.nextLog()
+		if err != nil {
+			return err
+		}
+		b.current = lf
+	}
+	b.current.last = last
+	return b.current.write(buf)
+}
+
+// nextLog returns a clean log file to write from its start, reusing one
+// when it can. The caller holds logMu.
+func (b *Bolt) nextLog() (*logFile, error) {
+	if b.logClosed {
+		return nil, ErrClosed
+	}
+	if n := len(b.clean); n > 0 {
+		lf := b.clean[n-1]
+		b.clean = b.clean[:n-1]
+		lf.off = 0
+		return lf, nil
+	}
+	lf, err := createLog(b.dir, b.logNumber+1)
+	if err != nil {
+		return nil, fmt.Errorf("create log: %w", err)
+	}
+	b.logNumber++
+	return lf, nil
+}
+
+func putDedup(tx *bolt.Tx, key string, at time.Time) error {
+	if err := tx.Bucket(bucketDedup).Put([]byte(key), encodeTime(at)); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketDedupTime).Put(append(encodeTime(now), key...), nil)
+	return tx.Bucket(bucketDedupTime).Put(append(encodeTime(at), key...), nil)
 }
 
 func (b *Bolt) writeError(op string, err error) error {
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) || errors.Is(err, ErrClosed) {
 		return ErrClosed
 	}
 	return fmt.Errorf("spool: %s: %w", op, err)
 }
 
+// update runs fn in one bbolt transaction that first moves the logged
+// entries with Seqs up to upTo into the bbolt file, so fn finds them, and
+// skips those in skip, which fn is to remove. It returns the bytes and
+// count of the skipped entries. fn may be nil. With holdLog, logMu stays
+// held until the transaction has ended, so fn may assign Seqs and no
+// Append becomes visible meanwhile.
+func (b *Bolt) update(upTo uint64, skip map[uint64]bool, holdLog bool, fn func(tx *bolt.Tx) error) (skippedBytes, skipped int64, err error) {
+	b.cpMu.Lock()
+	defer b.cpMu.Unlock()
+	if holdLog {
+		b.logMu.Lock()
+	}
+	b.mu.Lock()
+	n := sort.Search(len(b.buffer), func(i int) bool { return b.buffer[i].seq > upTo })
+	moved := b.buffer[:n:n]
+	b.mu.Unlock()
+
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if skippedBytes, skipped, err = b.checkpointTx(tx, moved, skip); err != nil {
+			return err
+		}
+		if fn != nil {
+			return fn(tx)
+		}
+		return nil
+	})
+	if holdLog {
+		b.logMu.Unlock()
+	}
+	if err != nil {
+		if len(moved) > 0 {
+			b.mu.Lock()
+			b.cpErr = err
+			b.drained.Broadcast()
+			b.mu.Unlock()
+		}
+		return 0, 0, err
+	}
+	if len(moved) == 0 {
+		return 0, 0, nil
+	}
+	b.checkpointed = moved[n-1].seq
+
+	b.viewMu.Lock()
+	b.mu.Lock()
+	var bytes int64
+	for _, m := range moved {
+		bytes += int64(len(m.value))
+		if at, ok := b.recent[m.key]; ok && at == m.at {
+			delete(b.recent, m.key)
+		}
+	}
+	rest := copy(b.buffer, b.buffer[n:])
+	clear(b.buffer[rest:])
+	b.buffer = b.buffer[:rest]
+	b.bufferBytes -= bytes
+	b.cpErr = nil
+	b.drained.Broadcast()
+	b.mu.Unlock()
+	b.viewMu.Unlock()
+
+	// Log files whose records are all moved may be reused.
+	b.logMu.Lock()
+	for len(b.retired) > 0 && b.retired[0].last <= b.checkpointed {
+		lf := b.retired[0]
+		b.retired = b.retired[1:]
+		if lf.failed || len(b.clean) >= maxCleanLogs {
+			if err := lf.remove(); err != nil {
+				b.log.Warn("spool failed to delete a log file", zap.Error(err))
+			}
+			continue
+		}
+		b.clean = append(b.clean, lf)
+	}
+	b.logMu.Unlock()
+	return skippedBytes, skipped, nil
+}
+
+// checkpoint moves the logged entries up to upTo into the bbolt file.
+func (b *Bolt) checkpoint(upTo uint64) error {
+	_, _, err := b.update(upTo, nil, false, nil)
+	return err
+}
+
+// lastLogged returns the highest Seq in buffer, or 0.
+func (b *Bolt) lastLogged() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.buffer) == 0 {
+		return 0
+	}
+	return b.buffer[len(b.buffer)-1].seq
+}
+
+// tick checkpoints the entries logged before the previous tick, or all
+// of them when they take checkpointBytes.
+func (b *Bolt) tick() error {
+	b.mu.Lock()
+	full := b.bufferBytes >= checkpointBytes
+	b.mu.Unlock()
+	last := b.lastLogged()
+	b.cpMu.Lock()
+	upTo := b.mark
+	b.mark = last
+	b.cpMu.Unlock()
+	if full {
+		upTo = last
+	}
+	if upTo == 0 {
+		return nil
+	}
+	return b.checkpoint(upTo)
+}
+
+// maxSeq returns the highest of seqs, or 0.
+func maxSeq(seqs []uint64) uint64 {
+	var m uint64
+	for _, s := range seqs {
+		m = max(m, s)
+	}
+	return m
+}
+
+// seqSet returns seqs as a set.
+func seqSet(seqs []uint64) map[uint64]bool {
+	set := make(map[uint64]bool, len(seqs))
+	for _, s := range seqs {
+		set[s] = true
+	}
+	return set
+}
+
 // Load implements Spool.
 func (b *Bolt) Load(after uint64, max int) ([]*Entry, error) {
+	b.viewMu.RLock()
+	defer b.viewMu.RUnlock()
 	var out []*Entry
 	err := b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketPending).Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
-			e, err := decodeEntry(v)
+			e, err := decodeEntry(v, true)
 			if err != nil {
 				return fmt.Errorf("entry %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			e.Seq = binary.BigEndian.Uint64(k)
-			e.Value = b.values.take(e.Seq)
 			out = append(out, e)
 		}
 		return nil
@@ -317,35 +843,51 @@ func (b *Bolt) Load(after uint64, max int) ([]*Entry, error) {
 	if err != nil {
 		return nil, b.writeError("load", err)
 	}
+
+	// Entries still only in the log. Their Seqs are above those in the
+	// bbolt file, except while a checkpoint has them in both, and except
+	// for those Replay assigned.
+	b.mu.Lock()
+	i := sort.Search(len(b.buffer), func(i int) bool { return b.buffer[i].seq > after })
+	logged := slices.Clone(b.buffer[i:min(len(b.buffer), i+max)])
+	b.mu.Unlock()
+	if len(logged) > 0 {
+		fromFile := out
+		out = make([]*Entry, 0, min(max, len(fromFile)+len(logged)))
+		for len(out) < max && (len(fromFile) > 0 || len(logged) > 0) {
+			if len(logged) == 0 || len(fromFile) > 0 && fromFile[0].Seq <= logged[0].seq {
+				if len(logged) > 0 && fromFile[0].Seq == logged[0].seq {
+					logged = logged[1:]
+				}
+				out = append(out, fromFile[0])
+				fromFile = fromFile[1:]
+				continue
+			}
+			// Logged values are never written to again, so the entry may
+			// share their memory.
+			e, err := decodeEntry(logged[0].value, false)
+			if err != nil {
+				return nil, fmt.Errorf("spool: load: entry %d: %w", logged[0].seq, err)
+			}
+			e.Seq = logged[0].seq
+			out = append(out, e)
+			logged = logged[1:]
+		}
+	}
+	for _, e := range out {
+		e.Value = b.values.take(e.Seq)
+	}
 	return out, nil
 }
 
-// writeChunk bounds the entries one Freeze or Done transaction writes. A
-// full batch of 2000 records in one commit held the write lock for tens of
-// milliseconds, and every webhook's Append waited behind it.
-const writeChunk = 256
-
-// Freeze implements Spool. It commits in chunks of writeChunk records.
+// Freeze implements Spool.
 func (b *Bolt) Freeze(records map[uint64][]byte) error {
-	chunk := make(map[uint64][]byte, min(len(records), writeChunk))
-	for seq, record := range records {
-		chunk[seq] = record
-		if len(chunk) == writeChunk {
-			if err := b.freezeChunk(chunk); err != nil {
-				return err
-			}
-			clear(chunk)
-		}
-	}
-	if len(chunk) == 0 {
-		return nil
-	}
-	return b.freezeChunk(chunk)
-}
-
-func (b *Bolt) freezeChunk(records map[uint64][]byte) error {
 	var delta int64
-	err := b.db.Batch(func(tx *bolt.Tx) error {
+	var upTo uint64
+	for seq := range records {
+		upTo = max(upTo, seq)
+	}
+	_, _, err := b.update(upTo, nil, false, func(tx *bolt.Tx) error {
 		delta = 0
 		pending := tx.Bucket(bucketPending)
 		for seq, record := range records {
@@ -353,7 +895,7 @@ func (b *Bolt) freezeChunk(records map[uint64][]byte) error {
 			if v == nil {
 				continue
 			}
-			e, err := decodeEntry(v)
+			e, err := decodeEntry(v, true)
 			if err != nil {
 				return err
 			}
@@ -373,21 +915,11 @@ func (b *Bolt) freezeChunk(records map[uint64][]byte) error {
 	return nil
 }
 
-// Done implements Spool. It commits in chunks of writeChunk entries.
+// Done implements Spool.
 func (b *Bolt) Done(seqs ...uint64) error {
 	b.values.drop(seqs)
-	for len(seqs) > writeChunk {
-		if err := b.doneChunk(seqs[:writeChunk]); err != nil {
-			return err
-		}
-		seqs = seqs[writeChunk:]
-	}
-	return b.doneChunk(seqs)
-}
-
-func (b *Bolt) doneChunk(seqs []uint64) error {
 	var bytes, count int64
-	err := b.db.Batch(func(tx *bolt.Tx) error {
+	skippedBytes, skipped, err := b.update(maxSeq(seqs), seqSet(seqs), false, func(tx *bolt.Tx) error {
 		bytes, count = 0, 0
 		pending := tx.Bucket(bucketPending)
 		for _, seq := range seqs {
@@ -404,8 +936,8 @@ func (b *Bolt) doneChunk(seqs []uint64) error {
 	if err != nil {
 		return b.writeError("done", err)
 	}
-	b.bytes.Add(-bytes)
-	b.pending.Add(-count)
+	b.bytes.Add(-bytes - skippedBytes)
+	b.pending.Add(-count - skipped)
 	return nil
 }
 
@@ -418,7 +950,7 @@ func (b *Bolt) DeadLetter(dls ...DeadLetter) error {
 	}
 	b.values.drop(seqs)
 	var bytes, count, deadDelta, deadBytesDelta int64
-	err := b.db.Batch(func(tx *bolt.Tx) error {
+	skippedBytes, skipped, err := b.update(maxSeq(seqs), seqSet(seqs), false, func(tx *bolt.Tx) error {
 		bytes, count, deadDelta, deadBytesDelta = 0, 0, 0, 0
 		pending, dead := tx.Bucket(bucketPending), tx.Bucket(bucketDead)
 		for i := range dls {
@@ -465,8 +997,8 @@ func (b *Bolt) DeadLetter(dls ...DeadLetter) error {
 	if err != nil {
 		return b.writeError("dead-letter", err)
 	}
-	b.bytes.Add(-bytes)
-	b.pending.Add(-count)
+	b.bytes.Add(-bytes - skippedBytes)
+	b.pending.Add(-count - skipped)
 	b.dead.Add(deadDelta)
 	b.deadBytes.Add(deadBytesDelta)
 	return nil
@@ -507,10 +1039,14 @@ func deadKeys(dead *bolt.Bucket, ids []uint64) [][]byte {
 	return keys
 }
 
-// Replay implements Spool.
+// Replay implements Spool. The replayed entries get Seqs above every
+// logged entry, assigned while no Append can become visible, so Load sees
+// Seqs appear in increasing order.
 func (b *Bolt) Replay(ids ...uint64) (int, error) {
 	var replayed, bytes, deadBytes int64
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	_, _, err := b.update(0, nil, true, func(tx *bolt.Tx) error {
+		replayed, bytes, deadBytes = 0, 0, 0
+		seq := b.seq
 		pending, dead := tx.Bucket(bucketPending), tx.Bucket(bucketDead)
 		for _, k := range deadKeys(dead, ids) {
 			stored := dead.Get(k)
@@ -519,10 +1055,7 @@ func (b *Bolt) Replay(ids ...uint64) (int, error) {
 				return fmt.Errorf("dead letter %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			e := s.deadLetter().Entry
-			seq, err := pending.NextSequence()
-			if err != nil {
-				return err
-			}
+			seq++
 			value := encodeEntry(&e)
 			if err := pending.Put(seqKey(seq), value); err != nil {
 				return err
@@ -534,6 +1067,13 @@ func (b *Bolt) Replay(ids ...uint64) (int, error) {
 			replayed++
 			bytes += int64(len(value))
 		}
+		if seq > pending.Sequence() {
+			if err := pending.SetSequence(seq); err != nil {
+				return err
+			}
+		}
+		// Seqs are spent even when the transaction fails.
+		b.seq = seq
 		return nil
 	})
 	if err != nil {
@@ -549,7 +1089,8 @@ func (b *Bolt) Replay(ids ...uint64) (int, error) {
 // Purge implements Spool.
 func (b *Bolt) Purge(ids ...uint64) (int, error) {
 	var purged, deadBytes int64
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	_, _, err := b.update(0, nil, false, func(tx *bolt.Tx) error {
+		purged, deadBytes = 0, 0
 		dead := tx.Bucket(bucketDead)
 		for _, k := range deadKeys(dead, ids) {
 			deadBytes += int64(len(dead.Get(k)))
@@ -581,10 +1122,10 @@ func (b *Bolt) Stats() Stats {
 // bucketProbe holds the key that Probe writes.
 var bucketProbe = []byte("probe")
 
-// Probe implements Spool: it commits a small write, so a full or read-only
-// disk shows up before a webhook is refused.
+// Probe implements Spool: it commits a small write to the bbolt file, so a
+// full or read-only disk shows up before a webhook is refused.
 func (b *Bolt) Probe() error {
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	_, _, err := b.update(0, nil, false, func(tx *bolt.Tx) error {
 		bucket, err := tx.CreateBucketIfNotExists(bucketProbe)
 		if err != nil {
 			return err
@@ -597,35 +1138,74 @@ func (b *Bolt) Probe() error {
 	return nil
 }
 
-// Close implements Spool. It is safe to call more than once.
+// Close implements Spool: it waits for the Appends under way, moves the
+// logged entries into the bbolt file and closes it. It is safe to call
+// more than once.
 func (b *Bolt) Close() error {
-	b.stopOnce.Do(func() { close(b.stop) })
-	<-b.done
-	b.values.clear()
-	err := b.db.Close()
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
-		return nil
-	}
+	var err error
+	b.stopOnce.Do(func() {
+		b.closeMu.Lock()
+		b.closed = true
+		close(b.appends)
+		b.closeMu.Unlock()
+		<-b.writerDone
+		close(b.stop)
+		<-b.done
+
+		err = b.checkpoint(b.lastLogged())
+		b.logMu.Lock()
+		b.logClosed = true
+		files := append(append(b.retired, b.clean...), b.current)
+		b.retired, b.clean, b.current = nil, nil, nil
+		b.logMu.Unlock()
+		for _, lf := range files {
+			if lf == nil {
+				continue
+			}
+			if err == nil {
+				// Everything is in the bbolt file, so the log files go.
+				err = lf.remove()
+			} else {
+				lf.f.Close()
+			}
+		}
+		b.values.clear()
+		if closeErr := b.db.Close(); !errors.Is(closeErr, bolt.ErrDatabaseNotOpen) {
+			err = errors.Join(err, closeErr)
+		}
+		if err != nil {
+			b.log.Error("spool closed with an error", zap.Error(err))
+			return
+		}
+		b.log.Info("spool closed", zap.Int(logfield.Pending, int(b.pending.Load())))
+	})
 	return err
 }
 
-// expireLoop deletes dedup keys older than the window once a minute, or
-// more often for a short window.
-func (b *Bolt) expireLoop() {
+// maintain checkpoints every checkpointInterval, or sooner when the
+// writer asks, and deletes expired dedup keys.
+func (b *Bolt) maintain() {
 	defer close(b.done)
-	if b.opts.DedupWindow <= 0 {
-		<-b.stop
-		return
+	cp := time.NewTicker(checkpointInterval)
+	defer cp.Stop()
+	var expire <-chan time.Time
+	if b.opts.DedupWindow > 0 {
+		t := time.NewTicker(min(time.Minute, max(b.opts.DedupWindow/10, 10*time.Millisecond)))
+		defer t.Stop()
+		expire = t.C
 	}
-	interval := min(time.Minute, max(b.opts.DedupWindow/10, 10*time.Millisecond))
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
 		select {
 		case <-b.stop:
 			return
-		case <-t.C:
+		case <-cp.C:
+		case <-b.checkpointSoon:
+		case <-expire:
 			b.expireDedup()
+			continue
+		}
+		if err := b.tick(); err != nil {
+			b.log.Error("spool checkpoint failed, so the entries stay in the log until one succeeds", zap.Error(err))
 		}
 	}
 }
@@ -638,16 +1218,20 @@ func (b *Bolt) expireDedup() {
 	cutoff := encodeTime(b.opts.Now().Add(-b.opts.DedupWindow))
 	for more := true; more; {
 		more = false
-		b.db.Update(func(tx *bolt.Tx) error {
+		err := b.db.Update(func(tx *bolt.Tx) error {
 			dedup, byTime := tx.Bucket(bucketDedup), tx.Bucket(bucketDedupTime)
 			c := byTime.Cursor()
 			n := 0
 			for k, _ := c.First(); k != nil && string(k[:8]) < string(cutoff); k, _ = c.First() {
 				key := k[8:]
 				if v := dedup.Get(key); v != nil && string(v) == string(k[:8]) {
-					dedup.Delete(key)
+					if err := dedup.Delete(key); err != nil {
+						return err
+					}
 				}
-				byTime.Delete(k)
+				if err := byTime.Delete(k); err != nil {
+					return err
+				}
 				if n++; n >= expireChunk {
 					more = true
 					break
@@ -655,110 +1239,9 @@ func (b *Bolt) expireDedup() {
 			}
 			return nil
 		})
-	}
-}
-
-func seqKey(seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(nil, seq)
-}
-
-// encodeTime encodes t so that byte order is time order.
-func encodeTime(t time.Time) []byte {
-	return binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano()))
-}
-
-func decodeTime(v []byte) time.Time {
-	if len(v) < 8 {
-		return time.Time{}
-	}
-	return time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-}
-
-// entryVersion is the first byte of an encoded entry.
-const entryVersion = 1
-
-// encodeEntry encodes an entry as: version, received time, flags, then the
-// key, payload and record, each prefixed with its length as a uvarint.
-func encodeEntry(e *Entry) []byte {
-	buf := make([]byte, 0, 1+8+1+3*binary.MaxVarintLen64+len(e.Key)+len(e.Payload)+len(e.Record))
-	buf = append(buf, entryVersion)
-	buf = append(buf, encodeTime(e.Received)...)
-	var flags byte
-	if e.Query {
-		flags |= 1
-	}
-	buf = append(buf, flags)
-	for _, field := range [][]byte{[]byte(e.Key), e.Payload, e.Record} {
-		buf = binary.AppendUvarint(buf, uint64(len(field)))
-		buf = append(buf, field...)
-	}
-	return buf
-}
-
-var errCorruptEntry = errors.New("spool: corrupt entry")
-
-func decodeEntry(v []byte) (*Entry, error) {
-	if len(v) < 10 || v[0] != entryVersion {
-		return nil, errCorruptEntry
-	}
-	e := &Entry{Received: decodeTime(v[1:9]), Query: v[9]&1 != 0}
-	rest := v[10:]
-	var fields [3][]byte
-	for i := range fields {
-		n, size := binary.Uvarint(rest)
-		if size <= 0 || uint64(len(rest)-size) < n {
-			return nil, errCorruptEntry
+		if err != nil {
+			b.log.Warn("spool failed to delete expired dedup keys; it tries again at the next expiry", zap.Error(err))
+			return
 		}
-		fields[i] = slices.Clone(rest[size : size+int(n)])
-		rest = rest[size+int(n):]
-	}
-	e.Key = string(fields[0])
-	e.Payload = fields[1]
-	if len(fields[2]) > 0 {
-		e.Record = fields[2]
-	}
-	return e, nil
-}
-
-// storedDeadLetter is a dead letter as JSON, readable with any bbolt
-// browser.
-type storedDeadLetter struct {
-	Seq      uint64          `json:"seq"`
-	Key      string          `json:"key"`
-	Received time.Time       `json:"received"`
-	Query    bool            `json:"query"`
-	Payload  []byte          `json:"payload"`
-	Record   json.RawMessage `json:"record,omitempty"`
-	Stage    string          `json:"stage"`
-	Reason   string          `json:"reason"`
-	Status   int             `json:"status"`
-	Body     string          `json:"body"`
-	Attempts int             `json:"attempts"`
-	First    time.Time       `json:"first"`
-	Last     time.Time       `json:"last"`
-}
-
-func toStoredDeadLetter(dl DeadLetter) storedDeadLetter {
-	e := dl.Entry
-	return storedDeadLetter{
-		Seq: e.Seq, Key: e.Key, Received: e.Received, Query: e.Query,
-		Payload: e.Payload, Record: e.Record,
-		Stage: dl.Stage, Reason: dl.Reason, Status: dl.Status, Body: dl.Body,
-		Attempts: dl.Attempts, First: dl.First, Last: dl.Last,
-	}
-}
-
-func (s storedDeadLetter) deadLetter() DeadLetter {
-	var record []byte
-	if len(s.Record) > 0 {
-		record = []byte(s.Record)
-	}
-	return DeadLetter{
-		Entry: Entry{
-			Seq: s.Seq, Key: s.Key, Received: s.Received, Query: s.Query,
-			Payload: s.Payload, Record: record,
-		},
-		Stage: s.Stage, Reason: s.Reason, Status: s.Status, Body: s.Body,
-		Attempts: s.Attempts, First: s.First, Last: s.Last,
 	}
 }

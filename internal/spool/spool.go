@@ -3,8 +3,9 @@
 // letters that a person can list, replay and purge.
 //
 // Two implementations share the Spool interface: Memory, the default, which
-// loses everything when the process exits, and Bolt, an on-disk store on
-// bbolt that survives crashes. Another engine (NATS JetStream, Redis
+// loses everything when the process exits, and Bolt, an on-disk store that
+// survives crashes: a log that each Append is flushed to, and a bbolt file
+// that the logged entries move into. Another engine (NATS JetStream, Redis
 // Streams) can replace them behind the same interface.
 package spool
 

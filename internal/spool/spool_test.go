@@ -293,6 +293,9 @@ func TestBoltExpiresDedupKeys(t *testing.T) {
 	}
 	c.Advance(testWindow + time.Minute)
 	mustAppend(t, sp, entry("c"))
+	if err := sp.checkpoint(sp.lastLogged()); err != nil {
+		t.Fatal(err)
+	}
 	sp.expireDedup()
 
 	var keys int
@@ -320,12 +323,12 @@ func TestBoltSecondOpenFails(t *testing.T) {
 
 func TestDecodeEntryRejectsCorruption(t *testing.T) {
 	good := encodeEntry(&Entry{Key: "k", Received: time.Unix(1, 0), Query: true, Payload: []byte("a=b"), Record: []byte("{}")})
-	e, err := decodeEntry(good)
+	e, err := decodeEntry(good, true)
 	if err != nil || e.Key != "k" || !e.Query || string(e.Payload) != "a=b" || string(e.Record) != "{}" {
 		t.Fatalf("round trip: got %+v, %v", e, err)
 	}
 	for _, bad := range [][]byte{nil, {9}, good[:12], append([]byte{2}, good[1:]...)} {
-		if _, err := decodeEntry(bad); err == nil {
+		if _, err := decodeEntry(bad, true); err == nil {
 			t.Errorf("decodeEntry(%x): got nil error", bad)
 		}
 	}

@@ -1,0 +1,483 @@
+package spool
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// logOf returns a log holding one record per seq, with value "v<seq>".
+func logOf(seqs ...uint64) []byte {
+	var buf []byte
+	for _, seq := range seqs {
+		buf = appendLogRecord(buf, seq, []byte("v"+strconv.FormatUint(seq, 10)))
+	}
+	return buf
+}
+
+func seqsOf(records []logRecord) []uint64 {
+	var out []uint64
+	for _, r := range records {
+		out = append(out, r.seq)
+	}
+	return out
+}
+
+func TestReadLog(t *testing.T) {
+	full := logOf(1, 2, 3)
+	third := len(logOf(1, 2))
+	flipped := slices.Clone(full)
+	flipped[third+logHeader] ^= 1 // in the third record's value
+	badLength := slices.Clone(full)
+	badLength[third] = 0xff
+	reused := append(logOf(7, 8), logOf(3, 4, 5)[len(logOf(3, 4)):]...)
+
+	tests := []struct {
+		name  string
+		data  []byte
+		after uint64
+		want  []uint64
+	}{
+		{"empty", nil, 0, nil},
+		{"zeros", make([]byte, 100), 0, nil},
+		{"all", full, 0, []uint64{1, 2, 3}},
+		{"above the checkpoint", full, 1, []uint64{2, 3}},
+		{"torn last record", full[:len(full)-1], 0, []uint64{1, 2}},
+		{"torn header", full[:third+3], 0, []uint64{1, 2}},
+		{"checksum mismatch", flipped, 0, []uint64{1, 2}},
+		{"length beyond the data", badLength, 0, []uint64{1, 2}},
+		{"zeros after the records", append(slices.Clone(full), make([]byte, 64)...), 0, []uint64{1, 2, 3}},
+		{"older records after a reuse", reused, 0, []uint64{7, 8}},
+		{"seq repeated", logOf(1, 2, 2, 3), 0, []uint64{1, 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := seqsOf(readLog(tt.data, tt.after))
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("readLog: got seqs %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestReadLogValues(t *testing.T) {
+	records := readLog(logOf(4, 9), 0)
+	if len(records) != 2 || string(records[0].value) != "v4" || string(records[1].value) != "v9" {
+		t.Errorf("readLog values: got %v", records)
+	}
+}
+
+// FuzzReadLog feeds readLog arbitrary file contents. It must not panic,
+// and it must read back every record of a log it wrote, whatever follows
+// them.
+func FuzzReadLog(f *testing.F) {
+	f.Add(logOf(1, 2, 3), []byte{})
+	f.Add(logOf(5), logOf(1, 2))
+	f.Add([]byte{0, 0, 0, 8, 1, 2, 3, 4}, []byte{0xff})
+	f.Fuzz(func(t *testing.T, data, tail []byte) {
+		records := readLog(data, 0)
+		var last uint64
+		for _, r := range records {
+			if r.seq <= last {
+				t.Fatalf("seq %d after %d", r.seq, last)
+			}
+			last = r.seq
+		}
+
+		// Written again, the records read are read back, with anything
+		// after them; at most, what follows adds records.
+		var rewritten []byte
+		for _, r := range records {
+			rewritten = appendLogRecord(rewritten, r.seq, r.value)
+		}
+		again := readLog(append(rewritten, tail...), 0)
+		if len(again) < len(records) {
+			t.Fatalf("read back %d records, want at least %d", len(again), len(records))
+		}
+		for i, r := range records {
+			if again[i].seq != r.seq || !bytes.Equal(again[i].value, r.value) {
+				t.Fatalf("record %d: got seq %d %q, want seq %d %q", i, again[i].seq, again[i].value, r.seq, r.value)
+			}
+		}
+	})
+}
+
+// crash stops b as a killed process would: no checkpoint, the files left
+// as they are.
+func crash(b *Bolt) {
+	b.stopOnce.Do(func() {
+		b.closeMu.Lock()
+		b.closed = true
+		close(b.appends)
+		b.closeMu.Unlock()
+		<-b.writerDone
+		close(b.stop)
+		<-b.done
+		b.logMu.Lock()
+		for _, lf := range append(append(b.retired, b.clean...), b.current) {
+			if lf != nil {
+				lf.f.Close()
+			}
+		}
+		b.logClosed = true
+		b.logMu.Unlock()
+		b.db.Close()
+	})
+}
+
+func openTestBolt(t *testing.T, dir string) *Bolt {
+	t.Helper()
+	b, err := OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func pendingKeys(t *testing.T, b *Bolt) []string {
+	t.Helper()
+	entries, err := b.Load(0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := keys(entries)
+	slices.Sort(keys)
+	return keys
+}
+
+// TestBoltRecoversFromLog appends, delivers and crashes across several
+// log files, some reused: after a reopen exactly the undelivered entries
+// are pending, and the delivered ones are still known to the dedup check.
+func TestBoltRecoversFromLog(t *testing.T) {
+	dir := t.TempDir()
+	b := openTestBolt(t, dir)
+	payload := bytes.Repeat([]byte("x"), 64<<10) // a log file holds about 64
+	var want, done []string
+	for round := range 8 {
+		var seqs []uint64
+		for i := range 40 {
+			key := fmt.Sprintf("r%d-%02d", round, i)
+			e := &Entry{Key: key, Payload: payload}
+			mustAppend(t, b, e)
+			if i%4 == 0 {
+				want = append(want, key) // left pending
+				continue
+			}
+			seqs = append(seqs, e.Seq)
+			done = append(done, key)
+		}
+		if err := b.Done(seqs...); err != nil {
+			t.Fatal(err)
+		}
+		if round == 3 {
+			// Entries logged before this checkpoint go into the bbolt
+			// file; the others stay only in the log.
+			if err := b.checkpoint(b.lastLogged()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range 10 {
+		// Only in the log at the crash.
+		key := fmt.Sprintf("last-%d", i)
+		mustAppend(t, b, &Entry{Key: key, Payload: payload})
+		want = append(want, key)
+	}
+	b.logMu.Lock()
+	files := len(b.retired) + len(b.clean)
+	b.logMu.Unlock()
+	if files == 0 {
+		t.Fatal("no log file was retired: the test did not cover rotation and reuse")
+	}
+	crash(b)
+
+	b = openTestBolt(t, dir)
+	defer b.Close()
+	slices.Sort(want)
+	if got := pendingKeys(t, b); !slices.Equal(got, want) {
+		t.Errorf("pending after the crash: got %v, want %v", got, want)
+	}
+	if st := b.Stats(); st.Pending != len(want) {
+		t.Errorf("Stats().Pending after the crash: got %d, want %d", st.Pending, len(want))
+	}
+	for _, key := range []string{done[0], done[len(done)-1], want[len(want)-1]} {
+		if err := b.Append(&Entry{Key: key, Payload: payload}); err != ErrDuplicate {
+			t.Errorf("Append %s after the crash: got %v, want ErrDuplicate", key, err)
+		}
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, logNamePrefix+"*"))
+	if len(logs) != 0 {
+		t.Errorf("log files after recovery: got %v, want none before the first Append", logs)
+	}
+}
+
+// TestBoltDoneBeforeCheckpoint checks that an entry delivered while only
+// in the log leaves no pending entry in the bbolt file, while its key does
+// reach the dedup index.
+func TestBoltDoneBeforeCheckpoint(t *testing.T) {
+	b := openTestBolt(t, t.TempDir())
+	defer b.Close()
+	delivered, kept := entry("delivered"), entry("kept")
+	mustAppend(t, b, delivered)
+	mustAppend(t, b, kept)
+	if err := b.Done(delivered.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.checkpoint(b.lastLogged()); err != nil {
+		t.Fatal(err)
+	}
+	var pending []uint64
+	var dedup []string
+	b.db.View(func(tx *bolt.Tx) error {
+		tx.Bucket(bucketPending).ForEach(func(k, _ []byte) error {
+			pending = append(pending, binary.BigEndian.Uint64(k))
+			return nil
+		})
+		tx.Bucket(bucketDedup).ForEach(func(k, _ []byte) error {
+			dedup = append(dedup, string(k))
+			return nil
+		})
+		return nil
+	})
+	if !slices.Equal(pending, []uint64{kept.Seq}) {
+		t.Errorf("pending in the bbolt file: got %v, want only %d", pending, kept.Seq)
+	}
+	slices.Sort(dedup)
+	if !slices.Equal(dedup, []string{"delivered", "kept"}) {
+		t.Errorf("dedup keys in the bbolt file: got %v", dedup)
+	}
+	if st := b.Stats(); st.Pending != 1 || st.Bytes != int64(len(encodeEntry(kept))) {
+		t.Errorf("Stats: got %+v, want 1 pending of %d bytes", st, len(encodeEntry(kept)))
+	}
+}
+
+// TestBoltLoadSeesEveryEntry appends from several goroutines while a
+// loader delivers in Seq order, checkpoints run and dead letters are
+// replayed: every entry must be loaded exactly once, so no checkpoint or
+// Replay may let the loader's cursor pass an entry it has not seen.
+func TestBoltLoadSeesEveryEntry(t *testing.T) {
+	b := openTestBolt(t, t.TempDir())
+	defer b.Close()
+	const writers, perWriter = 4, 300
+	stop := make(chan struct{})
+	var wg, bg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				if err := b.Append(&Entry{Key: fmt.Sprintf("%d-%d", w, i), Payload: []byte("p")}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	bg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := b.checkpoint(b.lastLogged()); err != nil {
+				t.Error(err)
+			}
+			if _, err := b.Replay(); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+
+	seen := make(map[string]int)
+	var cursor uint64
+	total := writers * perWriter
+	deadline := time.Now().Add(20 * time.Second)
+	for len(seen) < total && time.Now().Before(deadline) {
+		entries, err := b.Load(cursor, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seqs []uint64
+		var dls []DeadLetter
+		for _, e := range entries {
+			if e.Seq <= cursor {
+				t.Fatalf("Load(%d) returned seq %d", cursor, e.Seq)
+			}
+			cursor = e.Seq
+			seen[e.Key]++
+			if seen[e.Key] == 1 && strings.HasSuffix(e.Key, "7") {
+				// Dead-letter some, for the replay to append again.
+				dls = append(dls, DeadLetter{Entry: *e, Stage: "test"})
+				continue
+			}
+			seqs = append(seqs, e.Seq)
+		}
+		if err := b.Done(seqs...); err != nil {
+			t.Fatal(err)
+		}
+		if len(dls) > 0 {
+			if err := b.DeadLetter(dls...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wg.Wait()
+	close(stop)
+	bg.Wait()
+	if len(seen) != total {
+		t.Fatalf("loaded %d distinct entries, want %d", len(seen), total)
+	}
+	for key, n := range seen {
+		if want := 1 + strings.Count(key[len(key)-1:], "7"); n > want {
+			t.Errorf("entry %s loaded %d times, want at most %d", key, n, want)
+		}
+	}
+}
+
+// TestBoltSurvivesKill runs a child process that appends and reports each
+// Append that returned nil, kills it with SIGKILL, and checks that every
+// reported entry is pending after a reopen.
+func TestBoltSurvivesKill(t *testing.T) {
+	if dir := os.Getenv("SPOOL_KILL_CHILD_DIR"); dir != "" {
+		killChild(dir)
+		return
+	}
+	if testing.Short() {
+		t.Skip("starts a child process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBoltSurvivesKill$")
+	cmd.Env = append(os.Environ(), "SPOOL_KILL_CHILD_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+
+	var acked []string
+	var pending []byte
+	buf := make([]byte, 4096)
+	for len(acked) < 3000 {
+		n, err := out.Read(buf)
+		pending = append(pending, buf[:n]...)
+		for {
+			line, rest, ok := bytes.Cut(pending, []byte("\n"))
+			if !ok {
+				break
+			}
+			acked = append(acked, string(line))
+			pending = rest
+		}
+		if err != nil {
+			t.Fatalf("child output ended after %d entries: %v", len(acked), err)
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	// Lines the child wrote before the kill count too.
+	rest, _ := readAllLines(out)
+	acked = append(acked, rest...)
+
+	b := openTestBolt(t, dir)
+	defer b.Close()
+	got := make(map[string]bool)
+	for _, key := range pendingKeys(t, b) {
+		got[key] = true
+	}
+	delivered := make(map[string]bool)
+	for _, line := range acked {
+		if key, ok := strings.CutPrefix(line, "done "); ok {
+			delivered[key] = true
+		}
+	}
+	var lost []string
+	for _, key := range acked {
+		if strings.HasPrefix(key, "k") && !got[key] && !delivered[key] {
+			lost = append(lost, key)
+		}
+	}
+	t.Logf("child acknowledged %d entries before the kill; %d pending after reopen", len(acked), len(got))
+	if len(lost) > 0 {
+		t.Errorf("%d acknowledged entries lost, first %s", len(lost), lost[0])
+	}
+}
+
+func readAllLines(r interface{ Read([]byte) (int, error) }) ([]string, error) {
+	var data []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		data = append(data, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	var lines []string
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if line != "" {
+			lines = append(lines, line)
+		}
+	}
+	return lines, nil
+}
+
+// killChild appends entries from several goroutines until it is killed,
+// printing each key whose Append returned nil, and "done" and the key
+// before it calls Done for an entry.
+func killChild(dir string) {
+	b, err := OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: time.Hour})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				key := fmt.Sprintf("k%d-%d", w, i)
+				if err := b.Append(&Entry{Key: key, Payload: bytes.Repeat([]byte("p"), 500)}); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(2)
+				}
+				mu.Lock()
+				fmt.Println(key)
+				mu.Unlock()
+			}
+		})
+	}
+	// Deliver a little, so checkpoints and skipped writes happen too.
+	go func() {
+		var cursor uint64
+		for {
+			entries, _ := b.Load(cursor, 100)
+			var seqs []uint64
+			mu.Lock()
+			for _, e := range entries {
+				cursor = e.Seq
+				if e.Seq%3 == 0 {
+					seqs = append(seqs, e.Seq)
+					fmt.Println("done", e.Key)
+				}
+			}
+			mu.Unlock()
+			b.Done(seqs...)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	wg.Wait()
+}
