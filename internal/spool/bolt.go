@@ -366,7 +366,12 @@ func (b *Bolt) recover() error {
 		if err != nil {
 			return fmt.Errorf("spool: read log: %w", err)
 		}
-		records = append(records, readLog(data, after)...)
+		read, damaged := readLog(data, after)
+		if damaged > 0 {
+			b.log.Warn("spool log file is damaged; the records after each damaged region were recovered",
+				zap.String("file", filepath.Base(path)), zap.Int(logfield.Count, damaged))
+		}
+		records = append(records, read...)
 	}
 	slices.SortFunc(records, func(x, y logRecord) int {
 		switch {
@@ -706,6 +711,12 @@ func (b *Bolt) update(upTo uint64, skip map[uint64]bool, holdLog bool, fn func(t
 	n := sort.Search(len(b.buffer), func(i int) bool { return b.buffer[i].seq > upTo })
 	moved := b.buffer[:n:n]
 	b.mu.Unlock()
+	if n == 0 && fn == nil {
+		if holdLog {
+			b.logMu.Unlock()
+		}
+		return 0, 0, nil
+	}
 
 	err = b.db.Update(func(tx *bolt.Tx) error {
 		var err error

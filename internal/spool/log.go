@@ -26,10 +26,10 @@ import (
 //
 // Files are reused once a checkpoint has moved their entries into the bbolt
 // file, and a reused file is written again from its start, over older
-// records. Reading a file therefore stops at the first record that is
-// incomplete, fails its checksum, or has a Seq no higher than the record
-// before it; the checkpoint's highest Seq, kept in the bbolt file, tells
-// which of the records read are already there.
+// records. Reading a file therefore skips any record that is incomplete,
+// fails its checksum, or has a Seq no higher than the record before it.
+// The checkpoint's highest Seq, kept in the bbolt file, tells which of the
+// records read are already there.
 
 const (
 	logHeader = 4 + 4 + 8
@@ -69,31 +69,48 @@ type logRecord struct {
 	value []byte
 }
 
+// maxLogRecord bounds the length a record header may give. It is far above
+// any webhook the bridge accepts, and stops a damaged length from making
+// the reader check a checksum over most of a file.
+const maxLogRecord = 64 << 20
+
 // readLog returns the records of data, a log file's content, whose Seq is
-// above after, in file order.
-func readLog(data []byte, after uint64) []logRecord {
-	var out []logRecord
+// above after, in file order. A record counts only when its checksum
+// matches and its Seq is above that of the record before it. Past a
+// record that does not count, the reader looks for the next one that does,
+// byte by byte, and damaged counts the regions it skipped that way before
+// a record above after. The bytes after the last record are not counted:
+// they are normal after a crash (an interrupted write, zeros, or the older
+// records of a reused file, all at or below after).
+func readLog(data []byte, after uint64) (records []logRecord, damaged int) {
 	var last uint64
-	for len(data) >= logHeader {
-		n := binary.BigEndian.Uint32(data)
-		if n < 8 || uint64(n) > uint64(len(data)-8) {
-			break
+	skipping := false
+	for off := 0; len(data)-off >= logHeader; {
+		n := binary.BigEndian.Uint32(data[off:])
+		ok := n >= 8 && n <= maxLogRecord && uint64(n) <= uint64(len(data)-off-8)
+		var rec []byte
+		var seq uint64
+		if ok {
+			rec = data[off : off+8+int(n)]
+			seq = binary.BigEndian.Uint64(rec[8:])
+			ok = binary.BigEndian.Uint32(rec[4:]) == recordCRC(rec) && seq > last
 		}
-		rec := data[:8+int(n)]
-		if binary.BigEndian.Uint32(rec[4:]) != recordCRC(rec) {
-			break
+		if !ok {
+			skipping = true
+			off++
+			continue
 		}
-		seq := binary.BigEndian.Uint64(rec[8:])
-		if seq <= last {
-			break // an older record that a reuse of the file did not overwrite
-		}
-		last = seq
 		if seq > after {
-			out = append(out, logRecord{seq: seq, value: rec[logHeader:]})
+			if skipping && len(records) > 0 {
+				damaged++
+			}
+			records = append(records, logRecord{seq: seq, value: rec[logHeader:]})
 		}
-		data = data[len(rec):]
+		skipping = false
+		last = seq
+		off += len(rec)
 	}
-	return out
+	return records, damaged
 }
 
 // logFile is an open log file.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // logOf returns a log holding one record per seq, with value "v<seq>".
@@ -36,43 +38,52 @@ func seqsOf(records []logRecord) []uint64 {
 
 func TestReadLog(t *testing.T) {
 	full := logOf(1, 2, 3)
-	third := len(logOf(1, 2))
+	second, third := len(logOf(1)), len(logOf(1, 2))
 	flipped := slices.Clone(full)
 	flipped[third+logHeader] ^= 1 // in the third record's value
+	flippedMiddle := slices.Clone(full)
+	flippedMiddle[second+logHeader] ^= 1
 	badLength := slices.Clone(full)
 	badLength[third] = 0xff
 	reused := append(logOf(7, 8), logOf(3, 4, 5)[len(logOf(3, 4)):]...)
+	garbageBetween := append(append(logOf(1), "garbage"...), logOf(2)...)
 
 	tests := []struct {
-		name  string
-		data  []byte
-		after uint64
-		want  []uint64
+		name        string
+		data        []byte
+		after       uint64
+		want        []uint64
+		wantDamaged int
 	}{
-		{"empty", nil, 0, nil},
-		{"zeros", make([]byte, 100), 0, nil},
-		{"all", full, 0, []uint64{1, 2, 3}},
-		{"above the checkpoint", full, 1, []uint64{2, 3}},
-		{"torn last record", full[:len(full)-1], 0, []uint64{1, 2}},
-		{"torn header", full[:third+3], 0, []uint64{1, 2}},
-		{"checksum mismatch", flipped, 0, []uint64{1, 2}},
-		{"length beyond the data", badLength, 0, []uint64{1, 2}},
-		{"zeros after the records", append(slices.Clone(full), make([]byte, 64)...), 0, []uint64{1, 2, 3}},
-		{"older records after a reuse", reused, 0, []uint64{7, 8}},
-		{"seq repeated", logOf(1, 2, 2, 3), 0, []uint64{1, 2}},
+		{"empty", nil, 0, nil, 0},
+		{"zeros", make([]byte, 100), 0, nil, 0},
+		{"all", full, 0, []uint64{1, 2, 3}, 0},
+		{"above the checkpoint", full, 1, []uint64{2, 3}, 0},
+		{"torn last record", full[:len(full)-1], 0, []uint64{1, 2}, 0},
+		{"torn header", full[:third+3], 0, []uint64{1, 2}, 0},
+		{"checksum mismatch at the end", flipped, 0, []uint64{1, 2}, 0},
+		{"checksum mismatch in the middle", flippedMiddle, 0, []uint64{1, 3}, 1},
+		{"length beyond the data", badLength, 0, []uint64{1, 2}, 0},
+		{"zeros after the records", append(slices.Clone(full), make([]byte, 64)...), 0, []uint64{1, 2, 3}, 0},
+		{"older records after a reuse", reused, 0, []uint64{7, 8}, 0},
+		{"garbage between records", garbageBetween, 0, []uint64{1, 2}, 1},
+		{"seq repeated", logOf(1, 2, 2, 3), 0, []uint64{1, 2, 3}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := seqsOf(readLog(tt.data, tt.after))
-			if !slices.Equal(got, tt.want) {
+			records, damaged := readLog(tt.data, tt.after)
+			if got := seqsOf(records); !slices.Equal(got, tt.want) {
 				t.Errorf("readLog: got seqs %v, want %v", got, tt.want)
+			}
+			if damaged != tt.wantDamaged {
+				t.Errorf("readLog: got %d damaged regions, want %d", damaged, tt.wantDamaged)
 			}
 		})
 	}
 }
 
 func TestReadLogValues(t *testing.T) {
-	records := readLog(logOf(4, 9), 0)
+	records, _ := readLog(logOf(4, 9), 0)
 	if len(records) != 2 || string(records[0].value) != "v4" || string(records[1].value) != "v9" {
 		t.Errorf("readLog values: got %v", records)
 	}
@@ -86,7 +97,7 @@ func FuzzReadLog(f *testing.F) {
 	f.Add(logOf(5), logOf(1, 2))
 	f.Add([]byte{0, 0, 0, 8, 1, 2, 3, 4}, []byte{0xff})
 	f.Fuzz(func(t *testing.T, data, tail []byte) {
-		records := readLog(data, 0)
+		records, _ := readLog(data, 0)
 		var last uint64
 		for _, r := range records {
 			if r.seq <= last {
@@ -101,7 +112,7 @@ func FuzzReadLog(f *testing.F) {
 		for _, r := range records {
 			rewritten = appendLogRecord(rewritten, r.seq, r.value)
 		}
-		again := readLog(append(rewritten, tail...), 0)
+		again, _ := readLog(append(rewritten, tail...), 0)
 		if len(again) < len(records) {
 			t.Fatalf("read back %d records, want at least %d", len(again), len(records))
 		}
@@ -480,4 +491,49 @@ func killChild(dir string) {
 		}
 	}()
 	wg.Wait()
+}
+
+// TestBoltRecoversPastDamage damages one record in the middle of a log
+// file: the records after it are recovered, and the damage is logged.
+func TestBoltRecoversPastDamage(t *testing.T) {
+	dir := t.TempDir()
+	b := openTestBolt(t, dir)
+	for _, key := range []string{"a", "b", "c", "d"} {
+		mustAppend(t, b, entry(key))
+	}
+	crash(b)
+
+	logs, _ := filepath.Glob(filepath.Join(dir, logNamePrefix+"*"))
+	if len(logs) != 1 {
+		t.Fatalf("log files: got %v, want one", logs)
+	}
+	data, err := os.ReadFile(logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, []byte(`"id":"b"`))
+	if i < 0 {
+		t.Fatal("entry b not found in the log")
+	}
+	data[i+7] = 'x'
+	if err := os.WriteFile(logs[0], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	core, observed := observer.New(zap.InfoLevel)
+	b, err = OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: time.Hour, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got, want := pendingKeys(t, b), []string{"a", "c", "d"}; !slices.Equal(got, want) {
+		t.Errorf("pending after recovery: got %v, want %v", got, want)
+	}
+	warnings := observed.FilterMessageSnippet("damaged").All()
+	if len(warnings) != 1 {
+		t.Fatalf("damage warnings: got %d, want 1", len(warnings))
+	}
+	if got := warnings[0].ContextMap()["file"]; got != filepath.Base(logs[0]) {
+		t.Errorf("damage warning's file: got %v, want %s", got, filepath.Base(logs[0]))
+	}
 }
