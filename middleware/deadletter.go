@@ -17,7 +17,7 @@ type DeadLetter struct {
 	EventID   string    // Branch's event id, or "" when it had none
 	InsertID  string    // the event's $insert_id
 	Received  time.Time // when the webhook was accepted
-	Stage     string    // decode, resolve, map, import, engage set_once, engage set or shutdown
+	Stage     string    // decode, resolve, map, import, engage set_once, engage set, shutdown, or spool for an entry the disk spool could not read
 	Reason    string    // cause of the failure
 	Status    int       // last HTTP status from Mixpanel, or 0
 	Body      string    // last response body from Mixpanel

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"sync"
@@ -246,15 +247,16 @@ func OpenBolt(dir string, opts BoltOptions) (*Bolt, error) {
 		return nil, fmt.Errorf("spool: create directory: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: time.Second,
-		// A commit then skips writing the free page list, which grows with
-		// the file; bbolt rebuilds it by a scan at open instead.
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-	})
+	err := checkFile(path)
+	var db *bolt.DB
+	if err == nil {
+		db, err = openFile(path)
+	}
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("spool: %s is locked by another process: one process at a time may use a spool directory", path)
+	}
+	if errors.Is(err, errDamaged) {
+		return nil, fmt.Errorf("spool: %s is %w. Move it out of %s to start with a new, empty file; its pending events and dead letters then stay in the moved file", path, err, dir)
 	}
 	if err != nil {
 		// The error from bbolt names the path already.
@@ -281,6 +283,25 @@ func OpenBolt(dir string, opts BoltOptions) (*Bolt, error) {
 	logger.Info("spool opened", zap.String("dir", dir),
 		zap.Int(logfield.Pending, st.Pending), zap.Int(logfield.DeadLetters, st.DeadLetters))
 	return b, nil
+}
+
+// openFile opens the bbolt file for writing. A damaged page that checkFile
+// missed makes bbolt panic while it scans for free pages, and that becomes
+// an error too.
+func openFile(path string) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %v", errDamaged, r)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: time.Second,
+		// A commit then skips writing the free page list, which grows with
+		// the file; bbolt rebuilds it by a scan at open instead.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
 }
 
 // init creates the buckets, moves into the bbolt file what the log files
@@ -337,9 +358,14 @@ func checkpointSeq(tx *bolt.Tx) uint64 {
 	return 0
 }
 
+// damagedPrefix starts the name that a damaged log file is renamed to
+// after recovery, so a person can inspect it and the next open skips it.
+const damagedPrefix = "damaged-"
+
 // recover moves the log records above the checkpoint into the bbolt file,
-// then deletes the log files. Their entries were accepted, so an error
-// here fails the open rather than losing them.
+// then deletes the log files, except that damaged ones are renamed. Their
+// entries were accepted, so an error here fails the open rather than
+// losing them.
 func (b *Bolt) recover() error {
 	entries, err := os.ReadDir(b.dir)
 	if err != nil {
@@ -361,6 +387,7 @@ func (b *Bolt) recover() error {
 		return nil
 	})
 	var records []logRecord
+	damagedPaths := make(map[string]string) // path -> name it is kept under
 	for _, path := range paths {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -368,8 +395,12 @@ func (b *Bolt) recover() error {
 		}
 		read, damaged := readLog(data, after)
 		if damaged > 0 {
-			b.log.Warn("spool log file is damaged; the records after each damaged region were recovered",
-				zap.String("file", filepath.Base(path)), zap.Int(logfield.Count, damaged))
+			// Named with the time, so a later damaged file with the same
+			// name does not replace it.
+			kept := damagedPrefix + time.Now().UTC().Format("20060102T150405") + "-" + filepath.Base(path)
+			damagedPaths[path] = kept
+			b.log.Warn("spool log file is damaged: the record at each damaged region is lost, the records after it were recovered, and the file is kept",
+				zap.String("file", kept), zap.Int(logfield.Count, damaged))
 		}
 		records = append(records, read...)
 	}
@@ -402,6 +433,12 @@ func (b *Bolt) recover() error {
 		b.log.Info("spool recovered entries from its log", zap.Int(logfield.Count, len(records)))
 	}
 	for _, path := range paths {
+		if kept, ok := damagedPaths[path]; ok {
+			if err := os.Rename(path, filepath.Join(b.dir, kept)); err != nil {
+				return fmt.Errorf("spool: keep damaged log: %w", err)
+			}
+			continue
+		}
 		if err := os.Remove(path); err != nil {
 			return fmt.Errorf("spool: delete log: %w", err)
 		}
@@ -834,25 +871,53 @@ func seqSet(seqs []uint64) map[uint64]bool {
 	return set
 }
 
-// Load implements Spool.
+// Load implements Spool. An entry in the bbolt file that cannot be decoded
+// is moved to the dead letters as it is, so it does not stop delivery.
 func (b *Bolt) Load(after uint64, max int) ([]*Entry, error) {
+	out, unreadable, err := b.load(after, max)
+	if len(unreadable) > 0 {
+		b.setAside(unreadable)
+	}
+	return out, err
+}
+
+// setAside dead-letters entries that cannot be decoded, with their bytes
+// as the payload, and logs each.
+func (b *Bolt) setAside(unreadable []DeadLetter) {
+	for _, dl := range unreadable {
+		b.log.Error("spool entry is unreadable, so it was moved to the dead letters as it is",
+			zap.Uint64(logfield.Seq, dl.Entry.Seq), zap.String(logfield.Reason, dl.Reason))
+	}
+	if err := b.DeadLetter(unreadable...); err != nil {
+		b.log.Error("spool failed to move unreadable entries to the dead letters; the next load tries again",
+			zap.Error(err), zap.Int(logfield.Count, len(unreadable)))
+	}
+}
+
+func (b *Bolt) load(after uint64, max int) (out []*Entry, unreadable []DeadLetter, err error) {
 	b.viewMu.RLock()
 	defer b.viewMu.RUnlock()
-	var out []*Entry
-	err := b.db.View(func(tx *bolt.Tx) error {
+	now := b.opts.Now()
+	err = b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketPending).Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
+			seq := binary.BigEndian.Uint64(k)
 			e, err := decodeEntry(v, true)
 			if err != nil {
-				return fmt.Errorf("entry %d: %w", binary.BigEndian.Uint64(k), err)
+				unreadable = append(unreadable, DeadLetter{
+					Entry: Entry{Seq: seq, Received: now, Payload: slices.Clone(v)},
+					Stage: "spool", Reason: fmt.Sprintf("entry %d in %s: %v", seq, FileName, err),
+					First: now, Last: now,
+				})
+				continue
 			}
-			e.Seq = binary.BigEndian.Uint64(k)
+			e.Seq = seq
 			out = append(out, e)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, b.writeError("load", err)
+		return nil, nil, b.writeError("load", err)
 	}
 
 	// Entries still only in the log. Their Seqs are above those in the
@@ -878,7 +943,8 @@ func (b *Bolt) Load(after uint64, max int) ([]*Entry, error) {
 			// share their memory.
 			e, err := decodeEntry(logged[0].value, false)
 			if err != nil {
-				return nil, fmt.Errorf("spool: load: entry %d: %w", logged[0].seq, err)
+				// encodeEntry wrote the value in this process.
+				return nil, unreadable, fmt.Errorf("spool: load: entry %d: %w", logged[0].seq, err)
 			}
 			e.Seq = logged[0].seq
 			out = append(out, e)
@@ -888,7 +954,7 @@ func (b *Bolt) Load(after uint64, max int) ([]*Entry, error) {
 	for _, e := range out {
 		e.Value = b.values.take(e.Seq)
 	}
-	return out, nil
+	return out, unreadable, nil
 }
 
 // Freeze implements Spool.

@@ -533,7 +533,111 @@ func TestBoltRecoversPastDamage(t *testing.T) {
 	if len(warnings) != 1 {
 		t.Fatalf("damage warnings: got %d, want 1", len(warnings))
 	}
-	if got := warnings[0].ContextMap()["file"]; got != filepath.Base(logs[0]) {
-		t.Errorf("damage warning's file: got %v, want %s", got, filepath.Base(logs[0]))
+	kept, _ := filepath.Glob(filepath.Join(dir, damagedPrefix+"*-"+filepath.Base(logs[0])))
+	if len(kept) != 1 {
+		t.Fatalf("damaged log files kept: got %v, want one", kept)
+	}
+	if got := warnings[0].ContextMap()["file"]; got != filepath.Base(kept[0]) {
+		t.Errorf("damage warning's file: got %v, want %s", got, filepath.Base(kept[0]))
+	}
+}
+
+// TestBoltSetsAsideUnreadableEntry damages one pending entry in the bbolt
+// file: Load returns the others and moves it to the dead letters, so
+// delivery goes on.
+func TestBoltSetsAsideUnreadableEntry(t *testing.T) {
+	b := openTestBolt(t, t.TempDir())
+	defer b.Close()
+	first, second, third := entry("a"), entry("b"), entry("c")
+	for _, e := range []*Entry{first, second, third} {
+		mustAppend(t, b, e)
+	}
+	if err := b.checkpoint(b.lastLogged()); err != nil {
+		t.Fatal(err)
+	}
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPending).Put(seqKey(second.Seq), []byte{9, 9, 9})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := b.Load(0, 10)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if keys := keys(got); !slices.Equal(keys, []string{"a", "c"}) {
+		t.Errorf("Load: got %v, want a and c", keys)
+	}
+	dls, err := b.DeadLetters(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dls) != 1 {
+		t.Fatalf("dead letters: got %d, want 1", len(dls))
+	}
+	if dls[0].Stage != "spool" || dls[0].Entry.Seq != second.Seq || !bytes.Equal(dls[0].Entry.Payload, []byte{9, 9, 9}) {
+		t.Errorf("dead letter: got stage %q, seq %d, payload %x", dls[0].Stage, dls[0].Entry.Seq, dls[0].Entry.Payload)
+	}
+	if st := b.Stats(); st.Pending != 2 || st.DeadLetters != 1 {
+		t.Errorf("Stats: got %+v, want 2 pending and 1 dead letter", st)
+	}
+	if again, _ := b.Load(0, 10); len(again) != 2 {
+		t.Errorf("second Load: got %d entries, want 2", len(again))
+	}
+}
+
+// TestBoltOpenDamagedFile damages the bbolt file in the ways a disk or a
+// person might: OpenBolt must return an error that says so, not panic or
+// crash the process.
+func TestBoltOpenDamagedFile(t *testing.T) {
+	tests := []struct {
+		name   string
+		damage func(data []byte) []byte
+	}{
+		{"truncated to half", func(data []byte) []byte { return data[:len(data)/2] }},
+		{"a page zeroed", func(data []byte) []byte {
+			clear(data[3*4096 : 4*4096])
+			return data
+		}},
+		{"pages overwritten", func(data []byte) []byte {
+			for i := 8 * 4096; i < 18*4096 && i < len(data); i++ {
+				data[i] = byte(i*7 + 3)
+			}
+			return data
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			b := openTestBolt(t, dir)
+			payload := bytes.Repeat([]byte("p"), 300)
+			for i := range 400 {
+				mustAppend(t, b, &Entry{Key: fmt.Sprintf("key-%03d", i), Payload: payload})
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, FileName)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(data) < 20*4096 {
+				t.Fatalf("spool file of %d bytes: too small to damage the pages the test names", len(data))
+			}
+			if err := os.WriteFile(path, tt.damage(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			b, err = OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30})
+			if err == nil {
+				b.Close()
+				t.Fatal("OpenBolt on a damaged file: got nil error")
+			}
+			if !strings.Contains(err.Error(), "damaged") || !strings.Contains(err.Error(), "Move it out") {
+				t.Errorf("OpenBolt error does not say the file is damaged and what to do: %v", err)
+			}
+		})
 	}
 }

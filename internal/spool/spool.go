@@ -50,7 +50,7 @@ type DeadLetter struct {
 	// have several dead letters, for example one per failed profile update.
 	ID       uint64
 	Entry    Entry
-	Stage    string    // resolve, map, import, engage set_once, engage set or shutdown
+	Stage    string    // decode, resolve, map, import, engage set_once, engage set, shutdown, or spool for an unreadable entry
 	Reason   string    // cause of the failure
 	Status   int       // last HTTP status from Mixpanel, or 0
 	Body     string    // last response body from Mixpanel
