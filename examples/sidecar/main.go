@@ -186,6 +186,7 @@ func bridgeConfig(s settings, logger *zap.Logger, registry prometheus.Registerer
 		TrustedProxies:  s.trustedProxies,
 		ForwardedHeader: s.forwardedHeader,
 		SpoolDir:        s.spoolDir,
+		SpoolMaxBytes:   s.spoolMaxBytes,
 		Workers:         s.workers,
 		QueueCapacity:   s.queueCapacity,
 		BatchSize:       s.batchSize,
@@ -261,21 +262,24 @@ var configSettings = []struct{ field, setting string }{
 	{"FlushInterval", "BRANCHMP_FLUSH_INTERVAL (-flush-interval)"},
 	{"QueueCapacity", "BRANCHMP_QUEUE_SIZE (-queue-size)"},
 	{"SpoolDir", "BRANCHMP_SPOOL_DIR (-spool-dir)"},
-	{"SpoolMaxBytes", "BRANCHMP_SPOOL_MAX_BYTES"},
+	{"SpoolMaxBytes", "BRANCHMP_SPOOL_MAX_BYTES (-spool-max-bytes)"},
 	{"MaxBodyBytes", "BRANCHMP_MAX_BODY_BYTES (-max-body-bytes)"},
 	{"Workers", "BRANCHMP_WORKERS (-workers)"},
 	{"Token", "MIXPANEL_TOKEN (-mixpanel-token)"},
 }
 
 // settingNames rewrites a bridge configuration error so that it names the
-// sidecar setting instead of the Config field.
+// sidecar setting instead of the Config field. Only a rejected value is
+// called invalid: a spool directory that cannot be opened (locked, damaged,
+// not permitted) may be set right.
 func settingNames(err error) error {
 	msg := err.Error()
 	for _, c := range configSettings {
-		for _, prefix := range []string{"invalid config: ", "branchmp: "} {
-			if strings.Contains(msg, prefix+c.field+" ") || strings.Contains(msg, prefix+c.field+":") {
-				return fmt.Errorf("%s is invalid: %w", c.setting, err)
-			}
+		if strings.Contains(msg, "invalid config: "+c.field+" ") || strings.Contains(msg, "invalid config: "+c.field+":") {
+			return fmt.Errorf("%s is invalid: %w", c.setting, err)
+		}
+		if strings.Contains(msg, "branchmp: "+c.field+" ") || strings.Contains(msg, "branchmp: "+c.field+":") {
+			return fmt.Errorf("%s: %w", c.setting, err)
 		}
 	}
 	return err

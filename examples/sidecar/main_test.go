@@ -317,11 +317,21 @@ func TestSidecarRejectsBadSettings(t *testing.T) {
 		t.Skip("builds and runs the sidecar binary")
 	}
 	bin := buildSidecar(t)
+	spoolFile := filepath.Join(t.TempDir(), "not-a-directory")
+	if err := os.WriteFile(spoolFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loopback := []string{"MIXPANEL_TOKEN=t", "BRANCHMP_LISTEN=127.0.0.1:0", "BRANCHMP_ADMIN_LISTEN=127.0.0.1:0"}
 	tests := []struct {
 		name string
 		env  []string
 		want string
 	}{
+		{"spool too small", append([]string{"BRANCHMP_SPOOL_DIR=" + t.TempDir(), "BRANCHMP_SPOOL_MAX_BYTES=100"}, loopback...), "BRANCHMP_SPOOL_MAX_BYTES (-spool-max-bytes) is invalid"},
+		{"bad spool size", append([]string{"BRANCHMP_SPOOL_MAX_BYTES=lots"}, loopback...), "BRANCHMP_SPOOL_MAX_BYTES"},
+		// A directory that cannot be opened is named, but not called
+		// invalid: the cause may be a lock or a permission.
+		{"spool directory is a file", append([]string{"BRANCHMP_SPOOL_DIR=" + spoolFile}, loopback...), "BRANCHMP_SPOOL_DIR (-spool-dir): branchmp: SpoolDir:"},
 		{"no token", nil, "MIXPANEL_TOKEN"},
 		{"bad workers", []string{"MIXPANEL_TOKEN=t", "BRANCHMP_WORKERS=many"}, "BRANCHMP_WORKERS"},
 		{"bad duration", []string{"MIXPANEL_TOKEN=t", "BRANCHMP_FLUSH_INTERVAL=soon"}, "BRANCHMP_FLUSH_INTERVAL"},

@@ -34,6 +34,7 @@ type settings struct {
 	batchSize     int
 	flushInterval time.Duration
 	maxBodyBytes  int64
+	spoolMaxBytes int64
 	dedupWindow   time.Duration
 	gracePeriod   time.Duration
 
@@ -67,6 +68,17 @@ func integer(dst func(*settings) *int) func(*settings, string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
 			return errors.New("must be a whole number of 0 or more")
+		}
+		*dst(s) = n
+		return nil
+	}
+}
+
+func bytesSetting(dst func(*settings) *int64) func(*settings, string) error {
+	return func(s *settings, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return errors.New("must be a positive number of bytes")
 		}
 		*dst(s) = n
 		return nil
@@ -136,15 +148,10 @@ var options = []option{
 		parse: integer(func(s *settings) *int { return &s.batchSize })},
 	{flag: "flush-interval", env: "BRANCHMP_FLUSH_INTERVAL", def: "1s", help: "maximum wait (a `duration`) before a partial batch is sent",
 		parse: duration(func(s *settings) *time.Duration { return &s.flushInterval })},
+	{flag: "spool-max-bytes", env: "BRANCHMP_SPOOL_MAX_BYTES", def: "1073741824", help: "pending events the spool directory may hold, in `bytes`, at least 1 MiB; beyond it webhooks get 503",
+		parse: bytesSetting(func(s *settings) *int64 { return &s.spoolMaxBytes })},
 	{flag: "max-body-bytes", env: "BRANCHMP_MAX_BODY_BYTES", def: "1048576", help: "largest webhook body after decompression, in `bytes`",
-		parse: func(s *settings, v string) error {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n <= 0 {
-				return errors.New("must be a positive number of bytes")
-			}
-			s.maxBodyBytes = n
-			return nil
-		}},
+		parse: bytesSetting(func(s *settings) *int64 { return &s.maxBodyBytes })},
 	{flag: "dedup-window", env: "BRANCHMP_DEDUP_WINDOW", def: "24h", help: "how long (a `duration`) a redelivered event is recognised and not sent again",
 		parse: duration(func(s *settings) *time.Duration { return &s.dedupWindow })},
 	{flag: "grace-period", env: "BRANCHMP_GRACE_PERIOD", def: "25s", help: "time (a `duration`) SIGTERM gives the bridge to deliver what it holds before it exits",

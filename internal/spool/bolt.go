@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -710,12 +711,20 @@ func (b *Bolt) nextLog() (*logFile, error) {
 		lf.off = 0
 		return lf, nil
 	}
-	lf, err := createLog(b.dir, b.logNumber+1)
-	if err != nil {
-		return nil, fmt.Errorf("create log: %w", err)
+	// Something else may have taken a name, such as a directory a person
+	// made: the next number is tried then.
+	for range 100 {
+		b.logNumber++
+		lf, err := createLog(b.dir, b.logNumber)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create log: %w", err)
+		}
+		return lf, nil
 	}
-	b.logNumber++
-	return lf, nil
+	return nil, fmt.Errorf("create log: the next 100 log file names in %s are taken", b.dir)
 }
 
 func putDedup(tx *bolt.Tx, key string, at time.Time) error {
@@ -1199,8 +1208,10 @@ func (b *Bolt) Stats() Stats {
 // bucketProbe holds the key that Probe writes.
 var bucketProbe = []byte("probe")
 
-// Probe implements Spool: it commits a small write to the bbolt file, so a
-// full or read-only disk shows up before a webhook is refused.
+// Probe implements Spool, so that a full or read-only disk shows up before
+// webhooks are rejected. It commits a small write to the bbolt file, makes
+// sure the log has a file that its last write did not fail on, creating one
+// when needed, and returns the last checkpoint's error if it failed.
 func (b *Bolt) Probe() error {
 	_, _, err := b.update(0, nil, false, func(tx *bolt.Tx) error {
 		bucket, err := tx.CreateBucketIfNotExists(bucketProbe)
@@ -1211,6 +1222,26 @@ func (b *Bolt) Probe() error {
 	})
 	if err != nil {
 		return b.writeError("probe", err)
+	}
+
+	b.logMu.Lock()
+	if b.current != nil && b.current.failed {
+		b.retired = append(b.retired, b.current)
+		b.current = nil
+	}
+	if b.current == nil {
+		b.current, err = b.nextLog()
+	}
+	b.logMu.Unlock()
+	if err != nil {
+		return b.writeError("probe log", err)
+	}
+
+	b.mu.Lock()
+	err = b.cpErr
+	b.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("spool: checkpoint: %w", err)
 	}
 	return nil
 }

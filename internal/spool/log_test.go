@@ -641,3 +641,64 @@ func TestBoltOpenDamagedFile(t *testing.T) {
 		})
 	}
 }
+
+// TestBoltProbeLog breaks the log's file and then its directory: Append
+// and Probe must fail, and both must work again once the directory is back.
+func TestBoltProbeLog(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	b := openTestBolt(t, dir)
+	defer b.Close()
+	mustAppend(t, b, entry("a"))
+	if err := b.Probe(); err != nil {
+		t.Fatalf("Probe of a healthy spool: %v", err)
+	}
+
+	// The next write fails, and no new log file can be created: the
+	// directory's path now names a file.
+	b.logMu.Lock()
+	b.current.f.Close()
+	b.logMu.Unlock()
+	if err := os.Rename(dir, dir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(entry("b")); err == nil {
+		t.Error("Append with a failing log: got nil error")
+	}
+	if err := b.Probe(); err == nil {
+		t.Error("Probe with a failing log: got nil error")
+	}
+
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir+".away", dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Probe(); err != nil {
+		t.Errorf("Probe once the directory is back: %v", err)
+	}
+	mustAppend(t, b, entry("c"))
+	if got := pendingKeys(t, b); !slices.Equal(got, []string{"a", "c"}) {
+		t.Errorf("pending: got %v, want a and c", got)
+	}
+}
+
+// TestBoltLogNameTaken puts a directory where the next log file would go:
+// the spool must use the next free name.
+func TestBoltLogNameTaken(t *testing.T) {
+	dir := t.TempDir()
+	b := openTestBolt(t, dir)
+	defer b.Close()
+	for _, n := range []int{1, 2} {
+		if err := os.Mkdir(filepath.Join(dir, logName(n)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAppend(t, b, entry("a"))
+	if _, err := os.Stat(filepath.Join(dir, logName(3))); err != nil {
+		t.Errorf("log file after two taken names: %v", err)
+	}
+}
