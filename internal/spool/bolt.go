@@ -248,10 +248,17 @@ func OpenBolt(dir string, opts BoltOptions) (*Bolt, error) {
 		return nil, fmt.Errorf("spool: create directory: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
+	// A compaction that a crash interrupted left its copy behind.
+	if err := os.Remove(path + compactSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
 	err := checkFile(path)
 	var db *bolt.DB
 	if err == nil {
 		db, err = openFile(path)
+	}
+	if err == nil {
+		db, err = compact(db, path, logger)
 	}
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("spool: %s is locked by another process: one process at a time may use a spool directory", path)
@@ -303,6 +310,59 @@ func openFile(path string) (db *bolt.DB, err error) {
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
 	})
+}
+
+// compactSuffix ends the name of the copy that compact writes.
+const compactSuffix = ".compact"
+
+// compactMinFree is the free space in the bbolt file from which opening the
+// spool rewrites the file without it, when it is also half the file. A
+// variable, so tests can lower it.
+var compactMinFree int64 = 64 << 20
+
+// compact rewrites the bbolt file without its free pages when they take
+// compactMinFree bytes and half the file, as after a long outage: bbolt
+// reuses free pages but never shrinks its file. It returns the open file,
+// the new one or, when compacting fails, the old one.
+func compact(db *bolt.DB, path string, log *zap.Logger) (*bolt.DB, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return db, nil
+	}
+	free := int64(db.Stats().FreePageN) * int64(db.Info().PageSize)
+	if free < compactMinFree || free < info.Size()/2 {
+		return db, nil
+	}
+	start := time.Now()
+	tmp := path + compactSuffix
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err == nil {
+		err = errors.Join(bolt.Compact(dst, db, 16<<20), dst.Close())
+	}
+	if err != nil {
+		os.Remove(tmp)
+		log.Warn("spool failed to compact its file, so it goes on with the file as it is", zap.Error(err))
+		return db, nil
+	}
+	if err := db.Close(); err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		log.Warn("spool failed to replace its file with the compacted copy, so it goes on with the file as it is", zap.Error(err))
+		return openFile(path)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	var after int64
+	if info, err := os.Stat(path); err == nil {
+		after = info.Size()
+	}
+	log.Info("spool compacted its file", zap.Int64("bytes_before", info.Size()), zap.Int64("bytes_after", after),
+		zap.Duration("duration", time.Since(start)))
+	return openFile(path)
 }
 
 // init creates the buckets, moves into the bbolt file what the log files

@@ -702,3 +702,65 @@ func TestBoltLogNameTaken(t *testing.T) {
 		t.Errorf("log file after two taken names: %v", err)
 	}
 }
+
+// TestBoltCompactsSparseFile fills the bbolt file, delivers almost all of
+// it and reopens: the file shrinks, and what was left (pending entries,
+// dedup keys, dead letters, Seqs) is still there.
+func TestBoltCompactsSparseFile(t *testing.T) {
+	defer func(old int64) { compactMinFree = old }(compactMinFree)
+	compactMinFree = 1 << 20
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	b := openTestBolt(t, dir)
+	payload := bytes.Repeat([]byte("x"), 8<<10)
+	var seqs []uint64
+	var last *Entry
+	for i := range 600 {
+		last = &Entry{Key: fmt.Sprintf("k%03d", i), Payload: payload}
+		mustAppend(t, b, last)
+		seqs = append(seqs, last.Seq)
+	}
+	if err := b.checkpoint(b.lastLogged()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeadLetter(DeadLetter{Entry: *last, Stage: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Done(seqs[1 : len(seqs)-1]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b = openTestBolt(t, dir)
+	defer b.Close()
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size() > before.Size()/2 {
+		t.Errorf("file size after reopening: got %d, want at most half of %d", after.Size(), before.Size())
+	}
+	if got := pendingKeys(t, b); !slices.Equal(got, []string{"k000"}) {
+		t.Errorf("pending after compaction: got %v, want k000", got)
+	}
+	if dls, _ := b.DeadLetters(10); len(dls) != 1 || dls[0].Entry.Key != last.Key {
+		t.Errorf("dead letters after compaction: got %v", deadLetterKeys(dls))
+	}
+	if err := b.Append(&Entry{Key: "k300", Payload: payload}); err != ErrDuplicate {
+		t.Errorf("Append of a delivered key after compaction: got %v, want ErrDuplicate", err)
+	}
+	next := entry("new")
+	mustAppend(t, b, next)
+	if next.Seq <= last.Seq {
+		t.Errorf("Seq after compaction: got %d, want above %d", next.Seq, last.Seq)
+	}
+	if _, err := os.Stat(path + compactSuffix); !os.IsNotExist(err) {
+		t.Errorf("compaction copy left behind: %v", err)
+	}
+}
