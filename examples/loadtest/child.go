@@ -65,6 +65,11 @@ func startChild(ctx context.Context, o options, spec childSpec) (*child, error) 
 		args = append(args, "-v")
 	}
 	cmd := exec.Command(o.executable, args...)
+	if line, ok := pinned(spec.procs, o.executable, args); ok {
+		// taskset runs the server in its own process, so the child's PID
+		// and resource usage are the server's.
+		cmd = exec.Command(line[0], line[1:]...)
+	}
 	cmd.Env = os.Environ()
 	if spec.procs > 0 {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(spec.procs))

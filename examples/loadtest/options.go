@@ -94,7 +94,7 @@ func newFlagSet(o *options, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.retryAfter, "retry-after", time.Second, "Retry-After of the stand-in's 429 responses, in whole seconds")
 	fs.IntVar(&o.prefill, "prefill", 60000, "webhooks stored while the stand-in holds every request (delivery)")
 
-	fs.IntVar(&o.procs, "procs", 0, "GOMAXPROCS of the server process; 0 leaves Go's default, the CPU count")
+	fs.IntVar(&o.procs, "procs", 0, "GOMAXPROCS of the server process, which taskset (when installed) also pins to that many CPUs; 0 leaves Go's default, the CPU count, and no pinning")
 	fs.DurationVar(&o.retryBackoff, "retry-backoff", 0, "bridge Config.RetryBackoff, the first retry's backoff window; 0 keeps the bridge's default of 2s")
 	fs.StringVar(&o.profileDir, "cpuprofile-dir", "", "write a CPU profile of each server process to this directory, named after the scenario and server")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Minute, "bound on the server's shutdown after the load, which for the bridge waits for delivery")

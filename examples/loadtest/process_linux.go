@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 )
@@ -21,6 +23,20 @@ func readUsage() usage {
 // dies without stopping it, so that no server outlives an interrupted run.
 func setParentDeathSignal(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
+
+// pinned returns the command line that runs name with args on the last
+// procs CPUs, through taskset, so the process cannot use more than procs
+// cores even with threads in system calls. It returns false when taskset
+// is missing or procs leaves no CPU out.
+func pinned(procs int, name string, args []string) ([]string, bool) {
+	n := runtime.NumCPU()
+	taskset, err := exec.LookPath("taskset")
+	if err != nil || procs <= 0 || procs >= n {
+		return nil, false
+	}
+	cpus := fmt.Sprintf("%d-%d", n-procs, n-1)
+	return append([]string{taskset, "-c", cpus, name}, args...), true
 }
 
 // markSignal makes the child print its CPU time so far.

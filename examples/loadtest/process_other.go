@@ -13,4 +13,6 @@ func readUsage() usage { return usage{} }
 
 func setParentDeathSignal(*exec.Cmd) {}
 
+func pinned(int, string, []string) ([]string, bool) { return nil, false }
+
 var markSignal = os.Interrupt

@@ -175,6 +175,9 @@ func writeDrain(out io.Writer, results []trialResult) {
 		drained := c.DistinctIDs - c.HeldEvents
 		drain := c.LastImport.Sub(r.release).Seconds()
 		cpu := r.exit.AtExit.CPUSeconds - r.mark.CPUSeconds
+		if r.delivered.CPUSeconds > 0 {
+			cpu = r.delivered.CPUSeconds - r.mark.CPUSeconds
+		}
 		rate, cores := 0.0, 0.0
 		if drain > 0 {
 			rate, cores = float64(drained)/drain, cpu/drain
@@ -197,7 +200,8 @@ func writeDrain(out io.Writer, results []trialResult) {
 	fmt.Fprintf(out, "\nThe drain runs from the release of the held requests to the last /import response. "+
 		"Held counts the events of the /import requests that the stand-in held at the release: "+
 		"the bridge prepared them before, so events/s and CPU per event leave them out. "+
-		"CPU runs from the release to the server's exit, so cores (CPU / drain) is slightly high. "+
+		"CPU runs from the release until the stand-in had every accepted event, a few milliseconds after the last import "+
+		"(to the server's exit if that never happened). With -procs the server is also pinned to that many CPUs when taskset is installed. "+
 		"Prefilled counts webhooks that got 200. A row with fewer than -prefill hit -duration or the queue limit.\n")
 	writeNotes(out, results)
 }

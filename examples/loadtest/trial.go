@@ -37,6 +37,9 @@ type trialResult struct {
 	load loadResult
 
 	mark usage      // child's use when the load started, or at the release
+	// delivered is the child's use once the stand-in had every accepted
+	// event, taken in prefill trials; zero when that did not happen.
+	delivered usage
 	exit exitReport // child's use at SIGTERM and after the drain, and Stats
 
 	counts     mptest.Counts  // stand-in, after the child exited
@@ -93,6 +96,11 @@ func runTrial(ctx context.Context, o options, spec trialSpec, p *payloads) (tria
 	if err := res.runLoad(ctx, c, standIn, p); err != nil {
 		return trialResult{}, err
 	}
+	if spec.prefill {
+		if res.delivered, err = res.markDelivered(ctx, c, standIn, o.drainTimeout); err != nil {
+			return trialResult{}, err
+		}
+	}
 	// The drain is bounded by the child's own -drain-timeout; the margin
 	// covers its HTTP shutdown and exit.
 	res.exit, err = c.stop(ctx, o.drainTimeout+30*time.Second)
@@ -132,6 +140,26 @@ func (r *trialResult) runLoad(ctx context.Context, c *child, standIn *mptest.Ser
 		standIn.Release()
 	}
 	return nil
+}
+
+// markDelivered waits, at most timeout, until the stand-in has imported as
+// many distinct events as the load got 200s for, then takes the child's
+// mark. It returns the zero usage when the wait times out.
+func (r *trialResult) markDelivered(ctx context.Context, c *child, standIn *mptest.Server, timeout time.Duration) (usage, error) {
+	accepted := 0
+	for _, s := range r.load.samples {
+		if s.status == http.StatusOK {
+			accepted++
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	for standIn.Counts().DistinctIDs < accepted {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return usage{}, ctx.Err()
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return c.mark(ctx)
 }
 
 // scheduleFault adds the trial's fault to the stand-in and schedules a

@@ -107,7 +107,7 @@ type Bolt struct {
 	// The log files and Seq, guarded by logMu. The writer holds it from
 	// assigning Seqs to publishing the entries in buffer.
 	logMu     sync.Mutex
-	current   *logFile   // where the next records go; nil until needed
+	current   *logFile   // the file the next records go to, or nil until one is needed
 	retired   []*logFile // written before current, in order
 	clean     []*logFile // all records checkpointed, ready for reuse
 	logNumber int        // number of the last log file created

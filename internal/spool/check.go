@@ -16,9 +16,9 @@ import (
 var errDamaged = errors.New("damaged")
 
 // checkFile opens the bbolt file at path read-only and reads every page
-// that its buckets reach. bbolt reports a damaged page by panicking, or
-// the read faults when the file is shorter than its pages say; either way
-// the process would crash later, so both become an error here.
+// that its buckets reach. bbolt panics on a damaged page, and a read faults
+// when the file is shorter than its page count. Either would crash the
+// process later, so both become an error here.
 func checkFile(path string) (err error) {
 	if _, statErr := os.Stat(path); errors.Is(statErr, fs.ErrNotExist) {
 		return nil

@@ -11,7 +11,7 @@ import (
 	"strings"
 )
 
-// A Bolt spool writes each accepted entry to a log file before it answers,
+// A Bolt spool writes each accepted entry to a log file before Append returns,
 // and moves logged entries into its bbolt file later, many at a time (a
 // checkpoint). One log write and one fdatasync then make a whole group of
 // concurrent Appends durable, where a bbolt commit costs two fdatasyncs
@@ -117,7 +117,7 @@ func readLog(data []byte, after uint64) (records []logRecord, damaged int) {
 type logFile struct {
 	f      *os.File
 	number int
-	off    int64  // where the next record goes
+	off    int64  // offset of the next record
 	last   uint64 // Seq of the last record written
 
 	// failed is set when a write or fdatasync failed. The file may then

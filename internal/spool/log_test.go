@@ -106,8 +106,8 @@ func FuzzReadLog(f *testing.F) {
 			last = r.seq
 		}
 
-		// Written again, the records read are read back, with anything
-		// after them; at most, what follows adds records.
+		// Written again and followed by any bytes, the records are read
+		// back. The bytes after them may only add records.
 		var rewritten []byte
 		for _, r := range records {
 			rewritten = appendLogRecord(rewritten, r.seq, r.value)
