@@ -36,11 +36,12 @@ type trialResult struct {
 	spec trialSpec
 	load loadResult
 
-	mark usage // child's use when the load started, or at the release
+	mark usage      // child's use when the load started, or at the release
+	exit exitReport // child's use at SIGTERM and after the drain, and Stats
+
 	// delivered is the child's use once the stand-in had every accepted
-	// event, taken in prefill trials; zero when that did not happen.
+	// event, taken in prefill trials. It is zero when that did not happen.
 	delivered usage
-	exit      exitReport // child's use at SIGTERM and after the drain, and Stats
 
 	counts     mptest.Counts  // stand-in, after the child exited
 	atFaultEnd *mptest.Counts // stand-in, when the fault ended
