@@ -94,6 +94,10 @@ func (b *Bridge) store(w http.ResponseWriter, r *http.Request, in webhook) {
 	case errors.Is(err, spool.ErrFull):
 		b.reject(w, r, http.StatusServiceUnavailable, "spool is full", nil)
 		return
+	case errors.Is(err, spool.ErrTooLarge):
+		// Only with a MaxBodyBytes above what a disk spool can store.
+		b.reject(w, r, http.StatusRequestEntityTooLarge, "body too large for the spool", nil)
+		return
 	case errors.Is(err, delivery.ErrClosed), errors.Is(err, spool.ErrClosed):
 		b.reject(w, r, http.StatusServiceUnavailable, "shutting down", nil)
 		return

@@ -454,14 +454,16 @@ func (b *Bolt) recover() error {
 		if err != nil {
 			return fmt.Errorf("spool: read log: %w", err)
 		}
-		read, damaged := readLog(data, after)
-		if damaged > 0 {
+		read, reading := readLog(data, after)
+		if reading.lost() {
 			// Named with the time, so a later damaged file with the same
 			// name does not replace it.
 			kept := damagedPrefix + time.Now().UTC().Format("20060102T150405") + "-" + filepath.Base(path)
 			damagedPaths[path] = kept
-			b.log.Warn("spool log file is damaged: the record at each damaged region is lost, the records after it were recovered, and the file is kept",
-				zap.String("file", kept), zap.Int(logfield.Count, damaged))
+			b.log.Warn("spool log file is damaged: its unreadable records are lost, the others were recovered, and the file is kept",
+				zap.String("file", kept), zap.Bool("bad_header", reading.badHeader),
+				zap.Int("damaged_regions", reading.damaged), zap.Int("missing_records", reading.missing),
+				zap.Int(logfield.Count, len(read)))
 		}
 		records = append(records, read...)
 	}
@@ -475,13 +477,24 @@ func (b *Bolt) recover() error {
 		return 0
 	})
 	if len(records) > 0 {
+		now := b.opts.Now()
 		err := b.db.Update(func(tx *bolt.Tx) error {
 			var moved []buffered
 			for _, r := range records {
 				e, err := decodeEntry(r.value, false)
 				if err != nil {
-					// The checksum matched, so the record is as written.
-					return fmt.Errorf("spool: log record %d: %w", r.seq, err)
+					// The checks matched, so this process's version wrote
+					// it in another format: kept as a dead letter.
+					b.log.Error("spool log record is unreadable, so it was moved to the dead letters as it is",
+						zap.Uint64(logfield.Seq, r.seq), zap.Error(err))
+					dl := DeadLetter{
+						Entry: Entry{Seq: r.seq, Received: now, Payload: r.value},
+						Stage: "spool", Reason: fmt.Sprintf("log record %d: %v", r.seq, err), First: now, Last: now,
+					}
+					if err := putDeadLetter(tx, &dl); err != nil {
+						return err
+					}
+					continue
 				}
 				moved = append(moved, buffered{seq: r.seq, key: e.Key, at: e.Received.UnixNano(), value: r.value})
 			}
@@ -628,20 +641,37 @@ func (b *Bolt) commitGroup(group []*appendRequest) {
 		}
 		return
 	}
-	buf := b.writeBuf[:0]
+	size, n := 0, 0
 	for _, r := range group {
 		if r.err == nil {
-			b.seq++
-			r.entry.Seq = b.seq
-			buf = appendLogRecord(buf, b.seq, r.value)
+			size += logHeader + len(r.value)
+			n++
 		}
 	}
-	if len(buf) == 0 {
+	if n == 0 {
 		return
 	}
-	err := b.writeLog(buf, b.seq)
-	if cap(buf) <= maxGroupBytes {
-		b.writeBuf = buf
+	// The file comes first: its salt goes into the records' checks.
+	lf, err := b.logFor(size)
+	if err == nil {
+		buf := b.writeBuf[:0]
+		if lf.off == 0 {
+			buf = appendFileHeader(buf, lf.checker.salt)
+		}
+		for _, r := range group {
+			if r.err == nil {
+				b.seq++
+				r.entry.Seq = b.seq
+				buf = lf.checker.appendRecord(buf, b.seq, r.value)
+			}
+		}
+		lf.last = b.seq
+		if err = lf.write(buf); err == nil {
+			lf.records += n
+		}
+		if cap(buf) <= maxGroupBytes {
+			b.writeBuf = buf
+		}
 	}
 	if err != nil {
 		err = b.writeError("append", err)
@@ -711,6 +741,10 @@ func (b *Bolt) reject(group []*appendRequest) error {
 			r.err = ErrDuplicate
 			continue
 		}
+		if len(r.value) > MaxEntryBytes {
+			r.err = ErrTooLarge
+			continue
+		}
 		if b.bytes.Load()+added+int64(len(r.value)) > b.opts.MaxBytes {
 			r.err = ErrFull
 			continue
@@ -740,23 +774,31 @@ func (b *Bolt) seen(tx *bolt.Tx, key string, now time.Time) bool {
 	return v != nil && now.Sub(decodeTime(v)) < window
 }
 
-// writeLog writes buf to the current log file, starting another first
-// when there is none, the current one is full, or the last write to it
-// failed. The caller holds logMu.
-func (b *Bolt) writeLog(buf []byte, last uint64) error {
-	if b.current != nil && (b.current.failed || b.current.off+int64(len(buf)) > logPrealloc && b.current.off > 0) {
-		b.retired = append(b.retired, b.current)
-		b.current = nil
+// logFor returns the log file that a write of size bytes goes to. It
+// starts another file when there is none, the last write to the current
+// one failed, or the write would not fit in it; a full file is sealed
+// first. The caller holds logMu.
+func (b *Bolt) logFor(size int) (*logFile, error) {
+	if lf := b.current; lf != nil {
+		full := lf.off > 0 && lf.off+int64(size) > logPrealloc
+		if full && !lf.failed {
+			if err := lf.write(lf.checker.appendSeal(nil, lf.records)); err != nil {
+				b.log.Warn("spool failed to seal a full log file; its records stay readable", zap.Error(err))
+			}
+		}
+		if full || lf.failed {
+			b.retired = append(b.retired, lf)
+			b.current = nil
+		}
 	}
 	if b.current == nil {
 		lf, err := b.nextLog()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		b.current = lf
 	}
-	b.current.last = last
-	return b.current.write(buf)
+	return b.current, nil
 }
 
 // nextLog returns a clean log file to write from its start, reusing one
@@ -765,23 +807,29 @@ func (b *Bolt) nextLog() (*logFile, error) {
 	if b.logClosed {
 		return nil, ErrClosed
 	}
+	salt, err := newSalt()
+	if err != nil {
+		return nil, fmt.Errorf("log salt: %w", err)
+	}
 	if n := len(b.clean); n > 0 {
 		lf := b.clean[n-1]
 		b.clean = b.clean[:n-1]
-		lf.off = 0
+		lf.off, lf.records, lf.checker = 0, 0, newRecordChecker(salt)
 		return lf, nil
 	}
 	// Something else may have taken a name, such as a directory a person
 	// made: the next number is tried then.
 	for range 100 {
-		b.logNumber++
-		lf, err := createLog(b.dir, b.logNumber)
+		lf, err := createLog(b.dir, b.logNumber+1)
 		if errors.Is(err, fs.ErrExist) {
+			b.logNumber++
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("create log: %w", err)
 		}
+		b.logNumber++
+		lf.checker = newRecordChecker(salt)
 		return lf, nil
 	}
 	return nil, fmt.Errorf("create log: the next 100 log file names in %s are taken", b.dir)
@@ -1109,20 +1157,12 @@ func (b *Bolt) DeadLetter(dls ...DeadLetter) error {
 					return err
 				}
 			}
-			id, err := dead.NextSequence()
+			size, err := putDeadLetterIn(dead, dl)
 			if err != nil {
-				return err
-			}
-			dl.ID = id
-			value, err := json.Marshal(toStoredDeadLetter(*dl))
-			if err != nil {
-				return err
-			}
-			if err := dead.Put(seqKey(id), value); err != nil {
 				return err
 			}
 			deadDelta++
-			deadBytesDelta += int64(len(value))
+			deadBytesDelta += int64(size)
 		}
 
 		// Delete the oldest dead letters beyond the limits.
@@ -1148,6 +1188,27 @@ func (b *Bolt) DeadLetter(dls ...DeadLetter) error {
 	b.dead.Add(deadDelta)
 	b.deadBytes.Add(deadBytesDelta)
 	return nil
+}
+
+// putDeadLetter stores dl in the dead letters and sets its ID. The
+// counters are the caller's to update.
+func putDeadLetter(tx *bolt.Tx, dl *DeadLetter) error {
+	_, err := putDeadLetterIn(tx.Bucket(bucketDead), dl)
+	return err
+}
+
+// putDeadLetterIn stores dl in dead, sets its ID and returns its size.
+func putDeadLetterIn(dead *bolt.Bucket, dl *DeadLetter) (int, error) {
+	id, err := dead.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	dl.ID = id
+	value, err := json.Marshal(toStoredDeadLetter(*dl))
+	if err != nil {
+		return 0, err
+	}
+	return len(value), dead.Put(seqKey(id), value)
 }
 
 // DeadLetters implements Spool.

@@ -1,12 +1,16 @@
 package spool
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -17,22 +21,28 @@ import (
 // concurrent Appends durable, where a bbolt commit costs two fdatasyncs
 // and a write of every page the change touched.
 //
-// A log file is a sequence of records:
+// Files are reused once a checkpoint has moved their entries, and a reused
+// file is written again from its start, over older records. Each use
+// starts with a file header that holds a new random salt, and every record
+// is checked with that salt:
 //
-//	length  uint32, big-endian: bytes of seq and value
-//	crc     uint32, big-endian: CRC-32C of length, seq and value
-//	seq     uint64, big-endian: the entry's Seq
-//	value   the entry, encoded by encodeEntry
+//	file header  magic "bmpl", version, 3 bytes zero, salt (8 bytes),
+//	             CRC-32C of the 16 bytes before it
+//	record       length of value (uint32), seq (uint64),
+//	             CRC-32C of salt, length and seq (uint32),
+//	             first 8 bytes of SHA-256 of salt, length, seq and value,
+//	             value: the entry, encoded by encodeEntry
 //
-// Files are reused once a checkpoint has moved their entries into the bbolt
-// file, and a reused file is written again from its start, over older
-// records. Reading a file therefore skips any record that is incomplete,
-// fails its checksum, or has a Seq no higher than the record before it.
-// The checkpoint's highest Seq, kept in the bbolt file, tells which of the
-// records read are already there.
+// All integers are big-endian. Older records, and anything a webhook's body
+// may contain, fail the checks, so the reader can look past a damaged
+// record for the next good one. A record with seq 0 seals a full file: its
+// value holds the number of records written to the file.
 
 const (
-	logHeader = 4 + 4 + 8
+	logMagic      = "bmpl"
+	logVersion    = 1
+	logFileHeader = 4 + 1 + 3 + 8 + 4
+	logHeader     = 4 + 8 + 4 + 8
 
 	// logPrealloc is the size of zeros a new log file is filled with.
 	// Writes within it change no file size, so their fdatasync has no
@@ -43,23 +53,74 @@ const (
 	maxCleanLogs = 2
 )
 
+// MaxEntryBytes bounds an entry's encoded size in a Bolt spool: Append
+// returns ErrTooLarge beyond it.
+const MaxEntryBytes = maxLogRecord
+
+// maxLogRecord bounds the length a record header may give. It is far above
+// any webhook the bridge accepts by default.
+const maxLogRecord = 64 << 20
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// appendLogRecord appends the record of one entry to buf.
-func appendLogRecord(buf []byte, seq uint64, value []byte) []byte {
-	start := len(buf)
-	buf = binary.BigEndian.AppendUint32(buf, uint32(8+len(value)))
-	buf = binary.BigEndian.AppendUint32(buf, 0)
-	buf = binary.BigEndian.AppendUint64(buf, seq)
-	buf = append(buf, value...)
-	binary.BigEndian.PutUint32(buf[start+4:], recordCRC(buf[start:]))
-	return buf
+// newSalt returns a random salt for one use of a log file.
+func newSalt() (salt [8]byte, err error) {
+	_, err = rand.Read(salt[:])
+	return salt, err
 }
 
-// recordCRC is the checksum of a record whose header starts rec.
-func recordCRC(rec []byte) uint32 {
-	crc := crc32.Update(0, castagnoli, rec[:4])
-	return crc32.Update(crc, castagnoli, rec[8:])
+// appendFileHeader appends a log file's header with salt to buf.
+func appendFileHeader(buf []byte, salt [8]byte) []byte {
+	start := len(buf)
+	buf = append(buf, logMagic...)
+	buf = append(buf, logVersion, 0, 0, 0)
+	buf = append(buf, salt[:]...)
+	return binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf[start:], castagnoli))
+}
+
+// recordChecker computes the two checks of records with one salt.
+type recordChecker struct {
+	salt [8]byte
+	hash hash.Hash
+	sum  []byte
+}
+
+func newRecordChecker(salt [8]byte) *recordChecker {
+	return &recordChecker{salt: salt, hash: sha256.New(), sum: make([]byte, 0, sha256.Size)}
+}
+
+// headerCheck returns the CRC-32C of the salt and lengthSeq, a record's
+// first 12 bytes.
+func (c *recordChecker) headerCheck(lengthSeq []byte) uint32 {
+	crc := crc32.Update(0, castagnoli, c.salt[:])
+	return crc32.Update(crc, castagnoli, lengthSeq)
+}
+
+// bodyCheck returns the first 8 bytes of the SHA-256 of the salt,
+// lengthSeq and value.
+func (c *recordChecker) bodyCheck(lengthSeq, value []byte) uint64 {
+	c.hash.Reset()
+	c.hash.Write(c.salt[:])
+	c.hash.Write(lengthSeq)
+	c.hash.Write(value)
+	c.sum = c.hash.Sum(c.sum[:0])
+	return binary.BigEndian.Uint64(c.sum)
+}
+
+// appendRecord appends the record of seq and value to buf.
+func (c *recordChecker) appendRecord(buf []byte, seq uint64, value []byte) []byte {
+	start := len(buf)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(value)))
+	buf = binary.BigEndian.AppendUint64(buf, seq)
+	lengthSeq := buf[start : start+12]
+	buf = binary.BigEndian.AppendUint32(buf, c.headerCheck(lengthSeq))
+	buf = binary.BigEndian.AppendUint64(buf, c.bodyCheck(lengthSeq, value))
+	return append(buf, value...)
+}
+
+// appendSeal appends the record that seals a file of records records.
+func (c *recordChecker) appendSeal(buf []byte, records int) []byte {
+	return c.appendRecord(buf, 0, binary.BigEndian.AppendUint64(nil, uint64(records)))
 }
 
 // logRecord is one entry read from a log file. value is a slice of the
@@ -69,56 +130,83 @@ type logRecord struct {
 	value []byte
 }
 
-// maxLogRecord bounds the length a record header may give. It is far above
-// any webhook the bridge accepts, and stops a damaged length from making
-// the reader check a checksum over most of a file.
-const maxLogRecord = 64 << 20
+// logReading describes what reading a log file found besides its records.
+type logReading struct {
+	badHeader bool // the data is not empty, but its file header is unreadable
+	damaged   int  // stretches of bad bytes skipped before a good record
+	missing   int  // records that the file's seal counts but were not read
+}
+
+// lost reports whether the file held records that could not be read.
+func (r logReading) lost() bool {
+	return r.badHeader || r.damaged > 0 || r.missing > 0
+}
 
 // readLog returns the records of data, a log file's content, whose Seq is
-// above after, in file order. A record counts only when its checksum
-// matches and its Seq is above that of the record before it. Past a
-// record that does not count, the reader looks for the next one that does,
-// byte by byte, and damaged counts the regions it skipped that way before
-// a record above after. The bytes after the last record are not counted:
-// they are normal after a crash (an interrupted write, zeros, or the older
-// records of a reused file, all at or below after).
-func readLog(data []byte, after uint64) (records []logRecord, damaged int) {
+// above after, in file order. A record counts when both checks match with
+// the file's salt and its Seq is above that of the record before it. Past
+// bytes that do not form such a record, the reader looks for the next
+// record that does, byte by byte. Bad bytes after the last record are not
+// counted as damage unless the file is sealed: they are normal after a
+// crash (an interrupted write, zeros, or the older records of a reused file).
+func readLog(data []byte, after uint64) ([]logRecord, logReading) {
+	var r logReading
+	if len(data) < logFileHeader || string(data[:4]) != logMagic || data[4] != logVersion ||
+		binary.BigEndian.Uint32(data[16:]) != crc32.Checksum(data[:16], castagnoli) {
+		r.badHeader = slices.ContainsFunc(data, func(b byte) bool { return b != 0 })
+		return nil, r
+	}
+	c := newRecordChecker([8]byte(data[8:16]))
+	var records []logRecord
 	var last uint64
-	skipping := false
-	for off := 0; len(data)-off >= logHeader; {
-		n := binary.BigEndian.Uint32(data[off:])
-		ok := n >= 8 && n <= maxLogRecord && uint64(n) <= uint64(len(data)-off-8)
-		var rec []byte
-		var seq uint64
+	read, skipping := 0, false
+	for off := logFileHeader; len(data)-off >= logHeader; {
+		rec := data[off:]
+		n := binary.BigEndian.Uint32(rec)
+		seq := binary.BigEndian.Uint64(rec[4:])
+		ok := n <= maxLogRecord && uint64(n) <= uint64(len(rec)-logHeader) &&
+			binary.BigEndian.Uint32(rec[12:]) == c.headerCheck(rec[:12])
+		var value []byte
 		if ok {
-			rec = data[off : off+8+int(n)]
-			seq = binary.BigEndian.Uint64(rec[8:])
-			ok = binary.BigEndian.Uint32(rec[4:]) == recordCRC(rec) && seq > last
+			value = rec[logHeader : logHeader+int(n)]
+			ok = binary.BigEndian.Uint64(rec[16:]) == c.bodyCheck(rec[:12], value)
 		}
-		if !ok {
+		if ok && seq == 0 {
+			if skipping {
+				r.damaged++
+			}
+			if len(value) == 8 {
+				r.missing = max(0, int(binary.BigEndian.Uint64(value))-read)
+			}
+			break
+		}
+		if !ok || seq <= last {
 			skipping = true
 			off++
 			continue
 		}
-		if seq > after {
-			if skipping && len(records) > 0 {
-				damaged++
-			}
-			records = append(records, logRecord{seq: seq, value: rec[logHeader:]})
+		if skipping {
+			r.damaged++
 		}
 		skipping = false
 		last = seq
-		off += len(rec)
+		read++
+		if seq > after {
+			records = append(records, logRecord{seq: seq, value: value})
+		}
+		off += logHeader + int(n)
 	}
-	return records, damaged
+	return records, r
 }
 
 // logFile is an open log file.
 type logFile struct {
-	f      *os.File
-	number int
-	off    int64  // offset of the next record
-	last   uint64 // Seq of the last record written
+	f       *os.File
+	number  int
+	off     int64  // offset of the next record
+	last    uint64 // Seq of the last record written
+	records int    // records written since the file header
+	checker *recordChecker
 
 	// failed is set when a write or fdatasync failed. The file may then
 	// hold records of Appends that returned an error, so it is deleted

@@ -19,13 +19,25 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// logOf returns a log holding one record per seq, with value "v<seq>".
+var testSalt = [8]byte{1, 2, 3, 4, 5, 6, 7, 8}
+
+// logOf returns a log file with one record per seq, with value "v<seq>".
 func logOf(seqs ...uint64) []byte {
-	var buf []byte
+	return logWithSalt(testSalt, seqs...)
+}
+
+func logWithSalt(salt [8]byte, seqs ...uint64) []byte {
+	c := newRecordChecker(salt)
+	buf := appendFileHeader(nil, salt)
 	for _, seq := range seqs {
-		buf = appendLogRecord(buf, seq, []byte("v"+strconv.FormatUint(seq, 10)))
+		buf = c.appendRecord(buf, seq, []byte("v"+strconv.FormatUint(seq, 10)))
 	}
 	return buf
+}
+
+// recordsOf returns the records of seqs alone, without a file header.
+func recordsOf(salt [8]byte, seqs ...uint64) []byte {
+	return logWithSalt(salt, seqs...)[logFileHeader:]
 }
 
 func seqsOf(records []logRecord) []uint64 {
@@ -39,44 +51,56 @@ func seqsOf(records []logRecord) []uint64 {
 func TestReadLog(t *testing.T) {
 	full := logOf(1, 2, 3)
 	second, third := len(logOf(1)), len(logOf(1, 2))
-	flipped := slices.Clone(full)
-	flipped[third+logHeader] ^= 1 // in the third record's value
-	flippedMiddle := slices.Clone(full)
-	flippedMiddle[second+logHeader] ^= 1
-	badLength := slices.Clone(full)
-	badLength[third] = 0xff
-	reused := append(logOf(7, 8), logOf(3, 4, 5)[len(logOf(3, 4)):]...)
-	garbageBetween := append(append(logOf(1), "garbage"...), logOf(2)...)
+	flip := func(data []byte, at int) []byte {
+		data = slices.Clone(data)
+		data[at] ^= 1
+		return data
+	}
+	c := newRecordChecker(testSalt)
+	sealed := c.appendSeal(slices.Clone(logOf(1, 2)), 2)
+	otherSalt := [8]byte{9, 9, 9, 9, 9, 9, 9, 9}
+
+	// A webhook body that holds a record made up by its sender, with a
+	// huge Seq and a guessed salt.
+	planted := recordsOf(otherSalt, 1<<62)
+	withPlanted := c.appendRecord(appendFileHeader(nil, testSalt), 1, planted)
+	withPlanted = c.appendRecord(withPlanted, 2, []byte("v2"))
 
 	tests := []struct {
-		name        string
-		data        []byte
-		after       uint64
-		want        []uint64
-		wantDamaged int
+		name  string
+		data  []byte
+		after uint64
+		want  []uint64
+		read  logReading
 	}{
-		{"empty", nil, 0, nil, 0},
-		{"zeros", make([]byte, 100), 0, nil, 0},
-		{"all", full, 0, []uint64{1, 2, 3}, 0},
-		{"above the checkpoint", full, 1, []uint64{2, 3}, 0},
-		{"torn last record", full[:len(full)-1], 0, []uint64{1, 2}, 0},
-		{"torn header", full[:third+3], 0, []uint64{1, 2}, 0},
-		{"checksum mismatch at the end", flipped, 0, []uint64{1, 2}, 0},
-		{"checksum mismatch in the middle", flippedMiddle, 0, []uint64{1, 3}, 1},
-		{"length beyond the data", badLength, 0, []uint64{1, 2}, 0},
-		{"zeros after the records", append(slices.Clone(full), make([]byte, 64)...), 0, []uint64{1, 2, 3}, 0},
-		{"older records after a reuse", reused, 0, []uint64{7, 8}, 0},
-		{"garbage between records", garbageBetween, 0, []uint64{1, 2}, 1},
-		{"seq repeated", logOf(1, 2, 2, 3), 0, []uint64{1, 2, 3}, 1},
+		{"empty", nil, 0, nil, logReading{}},
+		{"zeros", make([]byte, 100), 0, nil, logReading{}},
+		{"not a log", []byte("not a log file at all"), 0, nil, logReading{badHeader: true}},
+		{"file header damaged", flip(full, 9), 0, nil, logReading{badHeader: true}},
+		{"all", full, 0, []uint64{1, 2, 3}, logReading{}},
+		{"above the checkpoint", full, 1, []uint64{2, 3}, logReading{}},
+		{"torn last record", full[:len(full)-1], 0, []uint64{1, 2}, logReading{}},
+		{"torn record header", full[:third+3], 0, []uint64{1, 2}, logReading{}},
+		{"last record damaged", flip(full, third+logHeader), 0, []uint64{1, 2}, logReading{}},
+		{"middle record damaged", flip(full, second+logHeader), 0, []uint64{1, 3}, logReading{damaged: 1}},
+		{"first record damaged", flip(full, logFileHeader+logHeader), 0, []uint64{2, 3}, logReading{damaged: 1}},
+		{"length beyond the data", flip(full, third), 0, []uint64{1, 2}, logReading{}},
+		{"zeros after the records", append(slices.Clone(full), make([]byte, 64)...), 0, []uint64{1, 2, 3}, logReading{}},
+		{"older records after a reuse", append(logWithSalt(otherSalt, 7, 8), recordsOf(testSalt, 3, 4, 5)...), 0, []uint64{7, 8}, logReading{}},
+		{"seq repeated", logOf(1, 2, 2, 3), 0, []uint64{1, 2, 3}, logReading{damaged: 1}},
+		{"sealed", sealed, 0, []uint64{1, 2}, logReading{}},
+		{"sealed, last record damaged", flip(sealed, second+logHeader), 0, []uint64{1}, logReading{damaged: 1, missing: 1}},
+		{"record planted in a body", withPlanted, 0, []uint64{1, 2}, logReading{}},
+		{"record planted in a damaged record's body", flip(withPlanted, logFileHeader+4), 0, []uint64{2}, logReading{damaged: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			records, damaged := readLog(tt.data, tt.after)
+			records, read := readLog(tt.data, tt.after)
 			if got := seqsOf(records); !slices.Equal(got, tt.want) {
 				t.Errorf("readLog: got seqs %v, want %v", got, tt.want)
 			}
-			if damaged != tt.wantDamaged {
-				t.Errorf("readLog: got %d damaged regions, want %d", damaged, tt.wantDamaged)
+			if read != tt.read {
+				t.Errorf("readLog: got %+v, want %+v", read, tt.read)
 			}
 		})
 	}
@@ -94,8 +118,8 @@ func TestReadLogValues(t *testing.T) {
 // them.
 func FuzzReadLog(f *testing.F) {
 	f.Add(logOf(1, 2, 3), []byte{})
-	f.Add(logOf(5), logOf(1, 2))
-	f.Add([]byte{0, 0, 0, 8, 1, 2, 3, 4}, []byte{0xff})
+	f.Add(logOf(5), recordsOf(testSalt, 1, 2))
+	f.Add(logWithSalt([8]byte{}, 1), []byte{0xff})
 	f.Fuzz(func(t *testing.T, data, tail []byte) {
 		records, _ := readLog(data, 0)
 		var last uint64
@@ -108,9 +132,10 @@ func FuzzReadLog(f *testing.F) {
 
 		// Written again and followed by any bytes, the records are read
 		// back. The bytes after them may only add records.
-		var rewritten []byte
+		c := newRecordChecker(testSalt)
+		rewritten := appendFileHeader(nil, testSalt)
 		for _, r := range records {
-			rewritten = appendLogRecord(rewritten, r.seq, r.value)
+			rewritten = c.appendRecord(rewritten, r.seq, r.value)
 		}
 		again, _ := readLog(append(rewritten, tail...), 0)
 		if len(again) < len(records) {
@@ -213,8 +238,15 @@ func TestBoltRecoversFromLog(t *testing.T) {
 	}
 	crash(b)
 
-	b = openTestBolt(t, dir)
+	core, observed := observer.New(zap.InfoLevel)
+	b, err := OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: time.Hour, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer b.Close()
+	if warnings := observed.FilterMessageSnippet("damaged").All(); len(warnings) > 0 {
+		t.Errorf("damage reported for logs that a crash left whole: %v", warnings[0].ContextMap())
+	}
 	slices.Sort(want)
 	if got := pendingKeys(t, b); !slices.Equal(got, want) {
 		t.Errorf("pending after the crash: got %v, want %v", got, want)
@@ -763,4 +795,49 @@ func TestBoltCompactsSparseFile(t *testing.T) {
 	if _, err := os.Stat(path + compactSuffix); !os.IsNotExist(err) {
 		t.Errorf("compaction copy left behind: %v", err)
 	}
+}
+
+// TestBoltIgnoresPlantedRecord stores a webhook whose body holds a record
+// made up by its sender, then damages the record before it so recovery
+// scans through that body: the made-up record must not count.
+func TestBoltIgnoresPlantedRecord(t *testing.T) {
+	dir := t.TempDir()
+	b := openTestBolt(t, dir)
+	planted := recordsOf([8]byte{7, 7, 7, 7, 7, 7, 7, 7}, 1<<62)
+	mustAppend(t, b, &Entry{Key: "forged", Query: true, Payload: planted})
+	mustAppend(t, b, entry("after"))
+	crash(b)
+
+	logs, _ := filepath.Glob(filepath.Join(dir, logNamePrefix+"*"))
+	if len(logs) != 1 {
+		t.Fatalf("log files: got %v, want one", logs)
+	}
+	data, err := os.ReadFile(logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[logFileHeader+4] ^= 1 // the first record's seq
+	if err := os.WriteFile(logs[0], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	b = openTestBolt(t, dir)
+	defer b.Close()
+	if got := pendingKeys(t, b); !slices.Equal(got, []string{"after"}) {
+		t.Errorf("pending after recovery: got %v, want only after", got)
+	}
+	next := entry("next")
+	mustAppend(t, b, next)
+	if next.Seq > 100 {
+		t.Errorf("Seq after recovery: got %d, want a small one", next.Seq)
+	}
+}
+
+func TestBoltRejectsTooLargeEntry(t *testing.T) {
+	b := openTestBolt(t, t.TempDir())
+	defer b.Close()
+	if err := b.Append(&Entry{Key: "big", Payload: make([]byte, MaxEntryBytes)}); err != ErrTooLarge {
+		t.Errorf("Append of %d bytes: got %v, want ErrTooLarge", MaxEntryBytes, err)
+	}
+	mustAppend(t, b, entry("small"))
 }

@@ -19,6 +19,7 @@ var (
 	ErrDuplicate = errors.New("spool: duplicate event within the dedup window")
 	ErrFull      = errors.New("spool: full")
 	ErrClosed    = errors.New("spool: closed")
+	ErrTooLarge  = errors.New("spool: entry too large")
 )
 
 // Entry is one accepted webhook.
