@@ -574,7 +574,7 @@ func (b *Bolt) Append(e *Entry) error {
 }
 
 // writeLoop is the writer goroutine: it takes the Appends waiting, writes
-// them to the log in one write, and answers them. Appends that arrive
+// them to the log in one write, and returns their results. Appends that arrive
 // during a write wait for the next, so the group grows with the load and
 // a lone Append waits for no other.
 func (b *Bolt) writeLoop() {
@@ -776,7 +776,7 @@ func (b *Bolt) seen(tx *bolt.Tx, key string, now time.Time) bool {
 
 // logFor returns the log file that a write of size bytes goes to. It
 // starts another file when there is none, the last write to the current
-// one failed, or the write would not fit in it; a full file is sealed
+// one failed, or the write would not fit in it. A full file is sealed
 // first. The caller holds logMu.
 func (b *Bolt) logFor(size int) (*logFile, error) {
 	if lf := b.current; lf != nil {
@@ -1247,8 +1247,8 @@ func deadKeys(dead *bolt.Bucket, ids []uint64) [][]byte {
 }
 
 // Replay implements Spool. The replayed entries get Seqs above every
-// logged entry, assigned while no Append can become visible, so Load sees
-// Seqs appear in increasing order.
+// logged entry, assigned while no Append can become visible, so Load
+// returns Seqs in increasing order across calls.
 func (b *Bolt) Replay(ids ...uint64) (int, error) {
 	var replayed, bytes, deadBytes int64
 	_, _, err := b.update(0, nil, true, func(tx *bolt.Tx) error {
@@ -1411,8 +1411,8 @@ func (b *Bolt) Close() error {
 	return err
 }
 
-// maintain checkpoints every checkpointInterval, or sooner when the
-// writer asks, and deletes expired dedup keys.
+// maintain checkpoints every checkpointInterval, or sooner on a signal
+// from the writer, and deletes expired dedup keys.
 func (b *Bolt) maintain() {
 	defer close(b.done)
 	cp := time.NewTicker(checkpointInterval)
