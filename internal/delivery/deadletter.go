@@ -89,9 +89,10 @@ func (p *Pool) abandon(jobs []*Job) {
 	p.deadLetter(jobs, DeadLetter{Stage: "shutdown", Reason: "shutdown deadline passed"})
 }
 
-// complete removes delivered jobs from the spool. A failed write is logged:
-// the jobs are then sent again after a restart, with the same $insert_id,
-// and Mixpanel drops the duplicates.
+// complete removes delivered jobs from the spool. A failed removal is
+// logged and tried again with the next delivered jobs. Until then, a
+// restart sends the jobs again with the same $insert_id, and Mixpanel
+// drops the duplicates.
 func (p *Pool) complete(jobs []*Job) {
 	if len(jobs) == 0 {
 		return
@@ -101,8 +102,26 @@ func (p *Pool) complete(jobs []*Job) {
 	for i, j := range jobs {
 		seqs[i] = j.entry.Seq
 	}
+
+	// Events whose removal failed before are removed with these.
+	p.undoneMu.Lock()
+	earlier := len(p.undone)
+	seqs = append(seqs, p.undone...)
+	p.undone = nil
+	p.undoneMu.Unlock()
 	if err := p.cfg.Spool.Done(seqs...); err != nil {
-		p.log.Error("removing delivered events from the spool failed",
-			zap.Int(logfield.Count, len(jobs)), zap.Error(err))
+		p.undoneMu.Lock()
+		p.undone = append(p.undone, seqs...)
+		if over := len(p.undone) - maxUndone; over > 0 {
+			// A restart sends these again, and Mixpanel drops the copies.
+			p.undone = p.undone[over:]
+		}
+		p.undoneMu.Unlock()
+		p.log.Error("removing delivered events from the spool failed; the next delivery tries again",
+			zap.Int(logfield.Count, len(jobs)), zap.Int("earlier", earlier), zap.Error(err))
 	}
 }
+
+// maxUndone bounds the delivered events kept for another removal from the
+// spool after one failed.
+const maxUndone = 1 << 20

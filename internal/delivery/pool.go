@@ -132,6 +132,11 @@ type Pool struct {
 
 	unauthorized atomic.Bool
 
+	// undone holds the Seqs of delivered events whose removal from the
+	// spool failed, for the next removal to include.
+	undoneMu sync.Mutex
+	undone   []uint64
+
 	accepted, deduplicated, delivered, deadLettered, retries atomic.Int64
 	abandoned                                                atomic.Int64
 
