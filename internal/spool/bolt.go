@@ -463,6 +463,7 @@ func (b *Bolt) recover() error {
 			b.log.Warn("spool log file is damaged: its unreadable records are lost, the others were recovered, and the file is kept",
 				zap.String("file", kept), zap.Bool("bad_header", reading.badHeader),
 				zap.Int("damaged_regions", reading.damaged), zap.Int("missing_records", reading.missing),
+				zap.Bool("bad_end", reading.badEnd),
 				zap.Int(logfield.Count, len(read)))
 		}
 		records = append(records, read...)

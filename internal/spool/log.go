@@ -36,7 +36,10 @@ import (
 // All integers are big-endian. Older records, and anything a webhook's body
 // may contain, fail the checks, so the reader can look past a damaged
 // record for the next good one. A record with seq 0 seals a full file: its
-// value holds the number of records written to the file.
+// value holds the number of records written to the file. Every write ends
+// with logHeader zero bytes, which the next write overwrites, so bytes
+// other than zeros right after the last good record show damage, or a
+// write that a crash of the machine cut short.
 
 const (
 	logMagic      = "bmpl"
@@ -132,35 +135,45 @@ type logRecord struct {
 
 // logReading describes what reading a log file found besides its records.
 type logReading struct {
-	badHeader bool // the data is not empty, but its file header is unreadable
+	badHeader bool // the data is not empty, but its file header is damaged
 	damaged   int  // stretches of bad bytes skipped before a good record
 	missing   int  // records that the file's seal counts but were not read
+	badEnd    bool // bytes other than zeros follow the last good record
 }
 
-// lost reports whether the file held records that could not be read.
+// lost reports whether the file may have held records that could not be
+// read.
 func (r logReading) lost() bool {
-	return r.badHeader || r.damaged > 0 || r.missing > 0
+	return r.badHeader || r.damaged > 0 || r.missing > 0 || r.badEnd
 }
 
 // readLog returns the records of data, a log file's content, whose Seq is
 // above after, in file order. A record counts when both checks match with
 // the file's salt and its Seq is above that of the record before it. Past
 // bytes that do not form such a record, the reader looks for the next
-// record that does, byte by byte. Bad bytes after the last record are not
-// counted as damage unless the file is sealed: they are normal after a
-// crash (an interrupted write, zeros, or the older records of a reused file).
+// record that does, byte by byte. A damaged file header still gives its
+// salt a try: records pass only if the salt bytes are intact.
 func readLog(data []byte, after uint64) ([]logRecord, logReading) {
 	var r logReading
-	if len(data) < logFileHeader || string(data[:4]) != logMagic || data[4] != logVersion ||
-		binary.BigEndian.Uint32(data[16:]) != crc32.Checksum(data[:16], castagnoli) {
-		r.badHeader = slices.ContainsFunc(data, func(b byte) bool { return b != 0 })
+	nonZero := func(b []byte) bool { return slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) }
+	if len(data) < logFileHeader {
+		r.badHeader = nonZero(data)
 		return nil, r
+	}
+	if string(data[:4]) != logMagic || data[4] != logVersion ||
+		binary.BigEndian.Uint32(data[16:]) != crc32.Checksum(data[:16], castagnoli) {
+		if !nonZero(data) {
+			return nil, r // created, never written
+		}
+		r.badHeader = true
 	}
 	c := newRecordChecker([8]byte(data[8:16]))
 	var records []logRecord
 	var last uint64
-	read, skipping := 0, false
-	for off := logFileHeader; len(data)-off >= logHeader; {
+	read, skipping, sealed := 0, false, false
+	end := logFileHeader // just after the last good record
+	off := logFileHeader
+	for len(data)-off >= logHeader {
 		rec := data[off:]
 		n := binary.BigEndian.Uint32(rec)
 		seq := binary.BigEndian.Uint64(rec[4:])
@@ -178,6 +191,7 @@ func readLog(data []byte, after uint64) ([]logRecord, logReading) {
 			if len(value) == 8 {
 				r.missing = max(0, int(binary.BigEndian.Uint64(value))-read)
 			}
+			sealed = true
 			break
 		}
 		if !ok || seq <= last {
@@ -195,6 +209,10 @@ func readLog(data []byte, after uint64) ([]logRecord, logReading) {
 			records = append(records, logRecord{seq: seq, value: value})
 		}
 		off += logHeader + int(n)
+		end = off
+	}
+	if !sealed {
+		r.badEnd = nonZero(data[end:min(len(data), end+logHeader)])
 	}
 	return records, r
 }
@@ -263,9 +281,13 @@ func createLog(dir string, number int) (*logFile, error) {
 	return &logFile{f: f, number: number}, nil
 }
 
-// write writes buf at the end of the log and waits until it is on disk.
+// endMark is the zeros that end every write, so the file's end shows.
+var endMark [logHeader]byte
+
+// write writes buf and the end mark at the end of the log and waits until
+// they are on disk.
 func (l *logFile) write(buf []byte) error {
-	if _, err := l.f.WriteAt(buf, l.off); err != nil {
+	if _, err := l.f.WriteAt(append(buf, endMark[:]...), l.off); err != nil {
 		l.failed = true
 		return err
 	}
@@ -273,6 +295,7 @@ func (l *logFile) write(buf []byte) error {
 		l.failed = true
 		return err
 	}
+	// The next write goes over the end mark.
 	l.off += int64(len(buf))
 	return nil
 }

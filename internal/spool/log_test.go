@@ -48,6 +48,11 @@ func seqsOf(records []logRecord) []uint64 {
 	return out
 }
 
+// withEnd returns data followed by the end mark, as the writer leaves it.
+func withEnd(data []byte) []byte {
+	return append(slices.Clone(data), endMark[:]...)
+}
+
 func TestReadLog(t *testing.T) {
 	full := logOf(1, 2, 3)
 	second, third := len(logOf(1)), len(logOf(1, 2))
@@ -57,14 +62,14 @@ func TestReadLog(t *testing.T) {
 		return data
 	}
 	c := newRecordChecker(testSalt)
-	sealed := c.appendSeal(slices.Clone(logOf(1, 2)), 2)
+	sealed := withEnd(c.appendSeal(slices.Clone(logOf(1, 2)), 2))
 	otherSalt := [8]byte{9, 9, 9, 9, 9, 9, 9, 9}
 
 	// A webhook body that holds a record made up by its sender, with a
 	// huge Seq and a guessed salt.
 	planted := recordsOf(otherSalt, 1<<62)
 	withPlanted := c.appendRecord(appendFileHeader(nil, testSalt), 1, planted)
-	withPlanted = c.appendRecord(withPlanted, 2, []byte("v2"))
+	withPlanted = withEnd(c.appendRecord(withPlanted, 2, []byte("v2")))
 
 	tests := []struct {
 		name  string
@@ -75,21 +80,23 @@ func TestReadLog(t *testing.T) {
 	}{
 		{"empty", nil, 0, nil, logReading{}},
 		{"zeros", make([]byte, 100), 0, nil, logReading{}},
-		{"not a log", []byte("not a log file at all"), 0, nil, logReading{badHeader: true}},
-		{"file header damaged", flip(full, 9), 0, nil, logReading{badHeader: true}},
-		{"all", full, 0, []uint64{1, 2, 3}, logReading{}},
-		{"above the checkpoint", full, 1, []uint64{2, 3}, logReading{}},
-		{"torn last record", full[:len(full)-1], 0, []uint64{1, 2}, logReading{}},
-		{"torn record header", full[:third+3], 0, []uint64{1, 2}, logReading{}},
-		{"last record damaged", flip(full, third+logHeader), 0, []uint64{1, 2}, logReading{}},
-		{"middle record damaged", flip(full, second+logHeader), 0, []uint64{1, 3}, logReading{damaged: 1}},
-		{"first record damaged", flip(full, logFileHeader+logHeader), 0, []uint64{2, 3}, logReading{damaged: 1}},
-		{"length beyond the data", flip(full, third), 0, []uint64{1, 2}, logReading{}},
-		{"zeros after the records", append(slices.Clone(full), make([]byte, 64)...), 0, []uint64{1, 2, 3}, logReading{}},
-		{"older records after a reuse", append(logWithSalt(otherSalt, 7, 8), recordsOf(testSalt, 3, 4, 5)...), 0, []uint64{7, 8}, logReading{}},
-		{"seq repeated", logOf(1, 2, 2, 3), 0, []uint64{1, 2, 3}, logReading{damaged: 1}},
+		{"not a log", []byte("not a log file at all"), 0, nil, logReading{badHeader: true, badEnd: true}},
+		{"salt damaged", flip(withEnd(full), 9), 0, nil, logReading{badHeader: true, badEnd: true}},
+		{"file header damaged outside the salt", flip(withEnd(full), 1), 0, []uint64{1, 2, 3}, logReading{badHeader: true}},
+		{"all", withEnd(full), 0, []uint64{1, 2, 3}, logReading{}},
+		{"above the checkpoint", withEnd(full), 1, []uint64{2, 3}, logReading{}},
+		{"torn last record", full[:len(full)-1], 0, []uint64{1, 2}, logReading{badEnd: true}},
+		{"torn in a zero byte of a length", full[:third+3], 0, []uint64{1, 2}, logReading{}},
+		{"last record damaged", flip(withEnd(full), third+logHeader), 0, []uint64{1, 2}, logReading{badEnd: true}},
+		{"middle record damaged", flip(withEnd(full), second+logHeader), 0, []uint64{1, 3}, logReading{damaged: 1}},
+		{"first record damaged", flip(withEnd(full), logFileHeader+logHeader), 0, []uint64{2, 3}, logReading{damaged: 1}},
+		{"length beyond the data", flip(withEnd(full), third), 0, []uint64{1, 2}, logReading{badEnd: true}},
+		{"zeros after the records", append(withEnd(full), make([]byte, 64)...), 0, []uint64{1, 2, 3}, logReading{}},
+		{"older records after a reuse", append(withEnd(logWithSalt(otherSalt, 7, 8)), recordsOf(testSalt, 3, 4, 5)...), 0, []uint64{7, 8}, logReading{}},
+		{"seq repeated", withEnd(logOf(1, 2, 2, 3)), 0, []uint64{1, 2, 3}, logReading{damaged: 1}},
 		{"sealed", sealed, 0, []uint64{1, 2}, logReading{}},
 		{"sealed, last record damaged", flip(sealed, second+logHeader), 0, []uint64{1}, logReading{damaged: 1, missing: 1}},
+		{"seal damaged", flip(sealed, third+logHeader), 0, []uint64{1, 2}, logReading{badEnd: true}},
 		{"record planted in a body", withPlanted, 0, []uint64{1, 2}, logReading{}},
 		{"record planted in a damaged record's body", flip(withPlanted, logFileHeader+4), 0, []uint64{2}, logReading{damaged: 1}},
 	}
@@ -863,4 +870,52 @@ func FuzzDecodeEntry(f *testing.F) {
 			t.Fatalf("round trip: got %+v, want %+v", again, e)
 		}
 	})
+}
+
+// TestBoltReportsDamagedLastRecord damages the last record of the log file
+// in use at a crash: the loss must be reported, and the file kept.
+func TestBoltReportsDamagedLastRecord(t *testing.T) {
+	dir := t.TempDir()
+	b := openTestBolt(t, dir)
+	for _, key := range []string{"a", "b", "c"} {
+		mustAppend(t, b, entry(key))
+	}
+	crash(b)
+
+	logs, _ := filepath.Glob(filepath.Join(dir, logNamePrefix+"*"))
+	if len(logs) != 1 {
+		t.Fatalf("log files: got %v, want one", logs)
+	}
+	data, err := os.ReadFile(logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, []byte(`"id":"c"`))
+	if i < 0 {
+		t.Fatal("entry c not found in the log")
+	}
+	data[i+7] = 'x'
+	if err := os.WriteFile(logs[0], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	core, observed := observer.New(zap.InfoLevel)
+	b, err = OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: time.Hour, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if got, want := pendingKeys(t, b), []string{"a", "b"}; !slices.Equal(got, want) {
+		t.Errorf("pending after recovery: got %v, want %v", got, want)
+	}
+	warnings := observed.FilterMessageSnippet("damaged").All()
+	if len(warnings) != 1 {
+		t.Fatalf("damage warnings: got %d, want 1", len(warnings))
+	}
+	if got := warnings[0].ContextMap()["bad_end"]; got != true {
+		t.Errorf("damage warning's bad_end: got %v, want true", got)
+	}
+	if kept, _ := filepath.Glob(filepath.Join(dir, damagedPrefix+"*")); len(kept) != 1 {
+		t.Errorf("damaged log files kept: got %v, want one", kept)
+	}
 }
