@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -333,6 +334,7 @@ func compact(db *bolt.DB, path string, log *zap.Logger) (*bolt.DB, error) {
 	if free < compactMinFree || free < info.Size()/2 {
 		return db, nil
 	}
+
 	start := time.Now()
 	tmp := path + compactSuffix
 	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
@@ -344,6 +346,7 @@ func compact(db *bolt.DB, path string, log *zap.Logger) (*bolt.DB, error) {
 		log.Warn("spool failed to compact its file, so it goes on with the file as it is", zap.Error(err))
 		return db, nil
 	}
+
 	if err := db.Close(); err != nil {
 		os.Remove(tmp)
 		return nil, err
@@ -356,6 +359,7 @@ func compact(db *bolt.DB, path string, log *zap.Logger) (*bolt.DB, error) {
 	if err := syncDir(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
+
 	var after int64
 	if info, err := os.Stat(path); err == nil {
 		after = info.Size()
@@ -442,73 +446,17 @@ func (b *Bolt) recover() error {
 	if len(paths) == 0 {
 		return nil
 	}
-	var after uint64
-	b.db.View(func(tx *bolt.Tx) error {
-		after = checkpointSeq(tx)
-		return nil
-	})
-	var records []logRecord
-	damagedPaths := make(map[string]string) // path -> name it is kept under
-	for _, path := range paths {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("spool: read log: %w", err)
-		}
-		read, reading := readLog(data, after)
-		if reading.lost() {
-			// Named with the time, so a later damaged file with the same
-			// name does not replace it.
-			kept := damagedPrefix + time.Now().UTC().Format("20060102T150405") + "-" + filepath.Base(path)
-			damagedPaths[path] = kept
-			b.log.Warn("spool log file is damaged: its unreadable records are lost, the others were recovered, and the file is kept",
-				zap.String("file", kept), zap.Bool("bad_header", reading.badHeader),
-				zap.Int("damaged_regions", reading.damaged), zap.Int("missing_records", reading.missing),
-				zap.Bool("bad_end", reading.badEnd),
-				zap.Int(logfield.Count, len(read)))
-		}
-		records = append(records, read...)
+
+	records, damaged, err := b.readLogs(paths)
+	if err != nil {
+		return err
 	}
-	slices.SortFunc(records, func(x, y logRecord) int {
-		switch {
-		case x.seq < y.seq:
-			return -1
-		case x.seq > y.seq:
-			return 1
-		}
-		return 0
-	})
-	if len(records) > 0 {
-		now := b.opts.Now()
-		err := b.db.Update(func(tx *bolt.Tx) error {
-			var moved []buffered
-			for _, r := range records {
-				e, err := decodeEntry(r.value, false)
-				if err != nil {
-					// The checks matched, so this process's version wrote
-					// it in another format: kept as a dead letter.
-					b.log.Error("spool log record is unreadable, so it was moved to the dead letters as it is",
-						zap.Uint64(logfield.Seq, r.seq), zap.Error(err))
-					dl := DeadLetter{
-						Entry: Entry{Seq: r.seq, Received: now, Payload: r.value},
-						Stage: "spool", Reason: fmt.Sprintf("log record %d: %v", r.seq, err), First: now, Last: now,
-					}
-					if err := putDeadLetter(tx, &dl); err != nil {
-						return err
-					}
-					continue
-				}
-				moved = append(moved, buffered{seq: r.seq, key: e.Key, at: e.Received.UnixNano(), value: r.value})
-			}
-			_, _, err := b.checkpointTx(tx, moved, nil)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("spool: move log records into %s: %w", FileName, err)
-		}
-		b.log.Info("spool recovered entries from its log", zap.Int(logfield.Count, len(records)))
+	if err := b.moveRecords(records); err != nil {
+		return err
 	}
+
 	for _, path := range paths {
-		if kept, ok := damagedPaths[path]; ok {
+		if kept, ok := damaged[path]; ok {
 			if err := os.Rename(path, filepath.Join(b.dir, kept)); err != nil {
 				return fmt.Errorf("spool: keep damaged log: %w", err)
 			}
@@ -521,6 +469,75 @@ func (b *Bolt) recover() error {
 	if err := syncDir(b.dir); err != nil {
 		return fmt.Errorf("spool: sync directory: %w", err)
 	}
+	return nil
+}
+
+// readLogs returns the records above the checkpoint in the log files at
+// paths, in Seq order, and the name each damaged file is to be kept under,
+// by path. It logs each damaged file.
+func (b *Bolt) readLogs(paths []string) ([]logRecord, map[string]string, error) {
+	var after uint64
+	b.db.View(func(tx *bolt.Tx) error {
+		after = checkpointSeq(tx)
+		return nil
+	})
+
+	var records []logRecord
+	damaged := make(map[string]string)
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("spool: read log: %w", err)
+		}
+		read, reading := readLog(data, after)
+		records = append(records, read...)
+		if !reading.lost() {
+			continue
+		}
+		// Named with the time, so a later damaged file with the same
+		// name does not replace it.
+		kept := damagedPrefix + time.Now().UTC().Format("20060102T150405") + "-" + filepath.Base(path)
+		damaged[path] = kept
+		b.log.Warn("spool log file is damaged: its unreadable records are lost, the others were recovered, and the file is kept",
+			zap.String("file", kept), zap.Bool("bad_header", reading.badHeader),
+			zap.Int("damaged_regions", reading.damaged), zap.Int("missing_records", reading.missing),
+			zap.Bool("bad_end", reading.badEnd), zap.Int(logfield.Count, len(read)))
+	}
+	slices.SortFunc(records, func(x, y logRecord) int { return cmp.Compare(x.seq, y.seq) })
+	return records, damaged, nil
+}
+
+// moveRecords writes records into the bbolt file as pending entries. A
+// record that passed its checks but cannot be decoded was written by a
+// version of this package with another entry format, and becomes a dead
+// letter.
+func (b *Bolt) moveRecords(records []logRecord) error {
+	if len(records) == 0 {
+		return nil
+	}
+	now := b.opts.Now()
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		var moved []buffered
+		for _, r := range records {
+			e, err := decodeEntry(r.value, false)
+			if err == nil {
+				moved = append(moved, buffered{seq: r.seq, key: e.Key, at: e.Received.UnixNano(), value: r.value})
+				continue
+			}
+			b.log.Error("spool log record is unreadable, so it was moved to the dead letters as it is",
+				zap.Uint64(logfield.Seq, r.seq), zap.Error(err))
+			dl := unreadableEntry(r.seq, r.value, fmt.Sprintf("log record %d: %v", r.seq, err), now)
+			if err := putDeadLetter(tx, &dl); err != nil {
+				return err
+			}
+		}
+		_, _, err := b.checkpointTx(tx, moved, nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("spool: move log records into %s: %w", FileName, err)
+	}
+	b.log.Info("spool recovered entries from its log", zap.Int(logfield.Count, len(records)))
 	return nil
 }
 
@@ -999,6 +1016,15 @@ func (b *Bolt) Load(after uint64, max int) ([]*Entry, error) {
 	return out, err
 }
 
+// unreadableEntry returns the dead letter of an entry that cannot be
+// decoded, with its stored bytes as the payload.
+func unreadableEntry(seq uint64, stored []byte, reason string, now time.Time) DeadLetter {
+	return DeadLetter{
+		Entry: Entry{Seq: seq, Received: now, Payload: stored},
+		Stage: "spool", Reason: reason, First: now, Last: now,
+	}
+}
+
 // setAside dead-letters entries that cannot be decoded, with their bytes
 // as the payload, and logs each.
 func (b *Bolt) setAside(unreadable []DeadLetter) {
@@ -1022,11 +1048,8 @@ func (b *Bolt) load(after uint64, max int) (out []*Entry, unreadable []DeadLette
 			seq := binary.BigEndian.Uint64(k)
 			e, err := decodeEntry(v, true)
 			if err != nil {
-				unreadable = append(unreadable, DeadLetter{
-					Entry: Entry{Seq: seq, Received: now, Payload: slices.Clone(v)},
-					Stage: "spool", Reason: fmt.Sprintf("entry %d in %s: %v", seq, FileName, err),
-					First: now, Last: now,
-				})
+				reason := fmt.Sprintf("entry %d in %s: %v", seq, FileName, err)
+				unreadable = append(unreadable, unreadableEntry(seq, slices.Clone(v), reason, now))
 				continue
 			}
 			e.Seq = seq
@@ -1374,14 +1397,7 @@ func (b *Bolt) Probe() error {
 func (b *Bolt) Close() error {
 	var err error
 	b.stopOnce.Do(func() {
-		b.closeMu.Lock()
-		b.closed = true
-		close(b.appends)
-		b.closeMu.Unlock()
-		<-b.writerDone
-		close(b.stop)
-		<-b.done
-
+		b.stopGoroutines()
 		err = b.checkpoint(b.lastLogged())
 		b.logMu.Lock()
 		b.logClosed = true
@@ -1410,6 +1426,18 @@ func (b *Bolt) Close() error {
 		b.log.Info("spool closed", zap.Int(logfield.Pending, int(b.pending.Load())))
 	})
 	return err
+}
+
+// stopGoroutines rejects further Appends, waits for the writer to finish
+// those under way, then stops the maintenance goroutine.
+func (b *Bolt) stopGoroutines() {
+	b.closeMu.Lock()
+	b.closed = true
+	close(b.appends)
+	b.closeMu.Unlock()
+	<-b.writerDone
+	close(b.stop)
+	<-b.done
 }
 
 // maintain checkpoints every checkpointInterval, or sooner on a signal

@@ -160,13 +160,7 @@ func FuzzReadLog(f *testing.F) {
 // as they are.
 func crash(b *Bolt) {
 	b.stopOnce.Do(func() {
-		b.closeMu.Lock()
-		b.closed = true
-		close(b.appends)
-		b.closeMu.Unlock()
-		<-b.writerDone
-		close(b.stop)
-		<-b.done
+		b.stopGoroutines()
 		b.logMu.Lock()
 		for _, lf := range append(append(b.retired, b.clean...), b.current) {
 			if lf != nil {
