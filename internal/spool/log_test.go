@@ -175,11 +175,55 @@ func crash(b *Bolt) {
 
 func openTestBolt(t *testing.T, dir string) *Bolt {
 	t.Helper()
-	b, err := OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: time.Hour})
+	return openTestBoltLogged(t, dir, nil)
+}
+
+// openObserved opens the spool in dir with a logger whose lines the
+// returned observer keeps.
+func openObserved(t *testing.T, dir string) (*Bolt, *observer.ObservedLogs) {
+	t.Helper()
+	core, observed := observer.New(zap.InfoLevel)
+	return openTestBoltLogged(t, dir, zap.New(core)), observed
+}
+
+func openTestBoltLogged(t *testing.T, dir string, logger *zap.Logger) *Bolt {
+	t.Helper()
+	b, err := OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: time.Hour, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// damageLog applies damage to the only log file in dir and returns its
+// path.
+func damageLog(t *testing.T, dir string, damage func(data []byte)) string {
+	t.Helper()
+	logs, _ := filepath.Glob(filepath.Join(dir, logNamePrefix+"*"))
+	if len(logs) != 1 {
+		t.Fatalf("log files: got %v, want one", logs)
+	}
+	data, err := os.ReadFile(logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	damage(data)
+	if err := os.WriteFile(logs[0], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return logs[0]
+}
+
+// damageEntry changes the id in the logged payload of entry(key).
+func damageEntry(t *testing.T, key string) func(data []byte) {
+	return func(data []byte) {
+		t.Helper()
+		i := bytes.Index(data, []byte(`"id":"`+key+`"`))
+		if i < 0 {
+			t.Fatalf("entry %s not found in the log", key)
+		}
+		data[i+len(`"id":"`)] = 'x'
+	}
 }
 
 func pendingKeys(t *testing.T, b *Bolt) []string {
@@ -239,11 +283,7 @@ func TestBoltRecoversFromLog(t *testing.T) {
 	}
 	crash(b)
 
-	core, observed := observer.New(zap.InfoLevel)
-	b, err := OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: time.Hour, Logger: zap.New(core)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, observed := openObserved(t, dir)
 	defer b.Close()
 	if warnings := observed.FilterMessageSnippet("damaged").All(); len(warnings) > 0 {
 		t.Errorf("damage reported for logs that a crash left whole: %v", warnings[0].ContextMap())
@@ -535,29 +575,9 @@ func TestBoltRecoversPastDamage(t *testing.T) {
 		mustAppend(t, b, entry(key))
 	}
 	crash(b)
+	path := damageLog(t, dir, damageEntry(t, "b"))
 
-	logs, _ := filepath.Glob(filepath.Join(dir, logNamePrefix+"*"))
-	if len(logs) != 1 {
-		t.Fatalf("log files: got %v, want one", logs)
-	}
-	data, err := os.ReadFile(logs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(data, []byte(`"id":"b"`))
-	if i < 0 {
-		t.Fatal("entry b not found in the log")
-	}
-	data[i+7] = 'x'
-	if err := os.WriteFile(logs[0], data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	core, observed := observer.New(zap.InfoLevel)
-	b, err = OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: time.Hour, Logger: zap.New(core)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, observed := openObserved(t, dir)
 	defer b.Close()
 	if got, want := pendingKeys(t, b), []string{"a", "c", "d"}; !slices.Equal(got, want) {
 		t.Errorf("pending after recovery: got %v, want %v", got, want)
@@ -566,7 +586,7 @@ func TestBoltRecoversPastDamage(t *testing.T) {
 	if len(warnings) != 1 {
 		t.Fatalf("damage warnings: got %d, want 1", len(warnings))
 	}
-	kept, _ := filepath.Glob(filepath.Join(dir, damagedPrefix+"*-"+filepath.Base(logs[0])))
+	kept, _ := filepath.Glob(filepath.Join(dir, damagedPrefix+"*-"+filepath.Base(path)))
 	if len(kept) != 1 {
 		t.Fatalf("damaged log files kept: got %v, want one", kept)
 	}
@@ -808,19 +828,9 @@ func TestBoltIgnoresPlantedRecord(t *testing.T) {
 	mustAppend(t, b, &Entry{Key: "forged", Query: true, Payload: planted})
 	mustAppend(t, b, entry("after"))
 	crash(b)
-
-	logs, _ := filepath.Glob(filepath.Join(dir, logNamePrefix+"*"))
-	if len(logs) != 1 {
-		t.Fatalf("log files: got %v, want one", logs)
-	}
-	data, err := os.ReadFile(logs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[logFileHeader+4] ^= 1 // the first record's seq
-	if err := os.WriteFile(logs[0], data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	damageLog(t, dir, func(data []byte) {
+		data[logFileHeader+4] ^= 1 // the first record's seq
+	})
 
 	b = openTestBolt(t, dir)
 	defer b.Close()
@@ -875,29 +885,9 @@ func TestBoltReportsDamagedLastRecord(t *testing.T) {
 		mustAppend(t, b, entry(key))
 	}
 	crash(b)
+	damageLog(t, dir, damageEntry(t, "c"))
 
-	logs, _ := filepath.Glob(filepath.Join(dir, logNamePrefix+"*"))
-	if len(logs) != 1 {
-		t.Fatalf("log files: got %v, want one", logs)
-	}
-	data, err := os.ReadFile(logs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(data, []byte(`"id":"c"`))
-	if i < 0 {
-		t.Fatal("entry c not found in the log")
-	}
-	data[i+7] = 'x'
-	if err := os.WriteFile(logs[0], data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	core, observed := observer.New(zap.InfoLevel)
-	b, err = OpenBolt(dir, BoltOptions{MaxBytes: 1 << 30, MaxDeadLetters: 10, MaxDeadBytes: 1 << 20, DedupWindow: time.Hour, Logger: zap.New(core)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, observed := openObserved(t, dir)
 	defer b.Close()
 	if got, want := pendingKeys(t, b), []string{"a", "b"}; !slices.Equal(got, want) {
 		t.Errorf("pending after recovery: got %v, want %v", got, want)
