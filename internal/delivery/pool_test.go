@@ -16,7 +16,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// flakyDone is a spool whose first failures calls of Done fail.
+// flakyDone is a spool whose Done fails the first failures times, then
+// works.
 type flakyDone struct {
 	spool.Spool
 	failures atomic.Int32
@@ -47,10 +48,16 @@ func TestPoolRetriesFailedDone(t *testing.T) {
 		ResolverTimeout: time.Second,
 		PureResolver:    true,
 		Decode:          func(e *spool.Entry) (*branch.Event, error) { return branch.Decode(e.Payload) },
-		Workers:         1, BatchSize: 1, FlushInterval: time.Millisecond,
-		InflightBytes: 1 << 20, MaxAttempts: 3, MaxAge: time.Minute,
-		RetryBase: time.Millisecond, RetryMax: time.Millisecond,
+		Workers:         1,
+		BatchSize:       1,
+		FlushInterval:   time.Millisecond,
+		InflightBytes:   1 << 20,
+		MaxAttempts:     3,
+		MaxAge:          time.Minute,
+		RetryBase:       time.Millisecond,
+		RetryMax:        time.Millisecond,
 	})
+
 	for i := range 4 {
 		body := fmt.Sprintf(`{"name":"OPEN","id":%d,"timestamp":1717430400000,"user_data":{"developer_identity":"u%d"}}`, i+1, i)
 		ev, err := branch.Decode([]byte(body))
@@ -65,11 +72,13 @@ func TestPoolRetriesFailedDone(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := p.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
+
 	if n := len(mp.Events()); n != 4 {
 		t.Fatalf("delivered %d events, want 4", n)
 	}

@@ -1357,6 +1357,9 @@ var bucketProbe = []byte("probe")
 // webhooks are rejected. It commits a small write to the bbolt file, makes
 // sure the log has a file that its last write did not fail on, creating one
 // when needed, and returns the last checkpoint's error if it failed.
+//
+// NOTE: a spool at MaxBytes probes fine, so readiness stays true while
+// webhooks get 503 for a full spool.
 func (b *Bolt) Probe() error {
 	_, _, err := b.update(0, nil, false, func(tx *bolt.Tx) error {
 		bucket, err := tx.CreateBucketIfNotExists(bucketProbe)

@@ -19,6 +19,11 @@ var errDamaged = errors.New("damaged")
 // that its buckets reach. bbolt panics on a damaged page, and a read faults
 // when the file is shorter than its page count. Either would crash the
 // process later, so both become an error here.
+//
+// NOTE: damage that bbolt's free-page scan at open reports from a goroutine
+// of its own, such as a page referenced twice, still panics there, where
+// no recover can reach. Reading every page catches torn, zeroed and
+// overwritten pages, not every such case.
 func checkFile(path string) (err error) {
 	if _, statErr := os.Stat(path); errors.Is(statErr, fs.ErrNotExist) {
 		return nil

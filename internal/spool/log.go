@@ -155,7 +155,6 @@ func (r logReading) lost() bool {
 // salt a try: records pass only if the salt bytes are intact.
 func readLog(data []byte, after uint64) ([]logRecord, logReading) {
 	var r logReading
-	nonZero := func(b []byte) bool { return slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) }
 	if len(data) < logFileHeader {
 		r.badHeader = nonZero(data)
 		return nil, r
@@ -167,23 +166,14 @@ func readLog(data []byte, after uint64) ([]logRecord, logReading) {
 		}
 		r.badHeader = true
 	}
+
 	c := newRecordChecker([8]byte(data[8:16]))
 	var records []logRecord
 	var last uint64
 	read, skipping, sealed := 0, false, false
 	end := logFileHeader // just after the last good record
-	off := logFileHeader
-	for len(data)-off >= logHeader {
-		rec := data[off:]
-		n := binary.BigEndian.Uint32(rec)
-		seq := binary.BigEndian.Uint64(rec[4:])
-		ok := n <= maxLogRecord && uint64(n) <= uint64(len(rec)-logHeader) &&
-			binary.BigEndian.Uint32(rec[12:]) == c.headerCheck(rec[:12])
-		var value []byte
-		if ok {
-			value = rec[logHeader : logHeader+int(n)]
-			ok = binary.BigEndian.Uint64(rec[16:]) == c.bodyCheck(rec[:12], value)
-		}
+	for off := logFileHeader; len(data)-off >= logHeader; {
+		seq, value, ok := c.record(data[off:])
 		if ok && seq == 0 {
 			if skipping {
 				r.damaged++
@@ -199,6 +189,7 @@ func readLog(data []byte, after uint64) ([]logRecord, logReading) {
 			off++
 			continue
 		}
+
 		if skipping {
 			r.damaged++
 		}
@@ -208,13 +199,34 @@ func readLog(data []byte, after uint64) ([]logRecord, logReading) {
 		if seq > after {
 			records = append(records, logRecord{seq: seq, value: value})
 		}
-		off += logHeader + int(n)
+		off += logHeader + len(value)
 		end = off
 	}
+
 	if !sealed {
 		r.badEnd = nonZero(data[end:min(len(data), end+logHeader)])
 	}
 	return records, r
+}
+
+// record returns the Seq and value of the record at the start of data, and
+// whether both its checks match.
+func (c *recordChecker) record(data []byte) (seq uint64, value []byte, ok bool) {
+	n := binary.BigEndian.Uint32(data)
+	if n > maxLogRecord || uint64(n) > uint64(len(data)-logHeader) ||
+		binary.BigEndian.Uint32(data[12:]) != c.headerCheck(data[:12]) {
+		return 0, nil, false
+	}
+	value = data[logHeader : logHeader+int(n)]
+	if binary.BigEndian.Uint64(data[16:]) != c.bodyCheck(data[:12], value) {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint64(data[4:]), value, true
+}
+
+// nonZero reports whether b contains a byte other than zero.
+func nonZero(b []byte) bool {
+	return slices.ContainsFunc(b, func(c byte) bool { return c != 0 })
 }
 
 // logFile is an open log file.

@@ -321,6 +321,7 @@ func TestBoltDoneBeforeCheckpoint(t *testing.T) {
 	if err := b.checkpoint(b.lastLogged()); err != nil {
 		t.Fatal(err)
 	}
+
 	var pending []uint64
 	var dedup []string
 	b.db.View(func(tx *bolt.Tx) error {
@@ -334,6 +335,7 @@ func TestBoltDoneBeforeCheckpoint(t *testing.T) {
 		})
 		return nil
 	})
+
 	if !slices.Equal(pending, []uint64{kept.Seq}) {
 		t.Errorf("pending in the bbolt file: got %v, want only %d", pending, kept.Seq)
 	}
@@ -641,8 +643,8 @@ func TestBoltSetsAsideUnreadableEntry(t *testing.T) {
 }
 
 // TestBoltOpenDamagedFile damages the bbolt file in the ways a disk or a
-// person might: OpenBolt must return an error that says so, not panic or
-// crash the process.
+// person might: OpenBolt must return an error that reports the damage, not
+// panic or crash the process.
 func TestBoltOpenDamagedFile(t *testing.T) {
 	tests := []struct {
 		name   string
